@@ -1,0 +1,44 @@
+# Quick start: `make demo`, then `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+JOBS   ?= auto
+
+.PHONY: demo test test-fast conformance toolchain clean help
+
+help:
+	@echo "make demo         compile and run a bundled model, report what happened"
+	@echo "make test         the whole test suite (installs what it needs)"
+	@echo "make test-fast    the suite without whole-model and conformance tests"
+	@echo "make conformance  the ONNX backend node-test suite: pass count"
+
+# A C compiler is the one system tool Ember needs; install it when missing (Debian/Ubuntu).
+toolchain:
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { \
+	  echo "No C compiler found; installing gcc with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libc6-dev || { \
+	    echo "error: could not install a C compiler; install gcc (or clang) and retry" >&2; exit 1; }; }
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Ember needs Python 3.10+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+demo: toolchain $(STAMP)
+	$(PY) examples/demo.py
+
+test: toolchain $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q -p no:cacheprovider
+
+test-fast: toolchain $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q -m "not slow"
+
+conformance: toolchain $(STAMP)
+	$(PY) tools/conformance.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,353 @@
+"""ONNX import: ModelProto -> Graph with static shapes, constants propagated.
+
+Everything here treats the model as untrusted: structure problems raise GraphError or
+ModelFormatError at once; unsupported ops, dtypes and attributes are collected over the
+whole model and raised together in one UnsupportedError.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, helper, numpy_helper
+
+from ember.errors import (EmberError, GraphError, ModelFormatError, ShapeError,
+                          UnsupportedError)
+from ember.graph import dtypes as dt
+from ember.graph.evaluate import evaluate_node
+from ember.graph.ir import Graph, Node, TensorType, Value, topological_order
+from ember.ops.registry import get_op
+
+#: the largest tensor Ember will type or allocate (bytes); a bigger dim is a broken model
+MAX_TENSOR_BYTES = 1 << 34
+#: constants larger than this are computed at run time rather than folded into the weights
+MAX_FOLD_BYTES = 1 << 26
+#: ops never folded: their value is not a function of their inputs
+_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+               "Multinomial", "Bernoulli"}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def load_model(source: "str | os.PathLike | bytes | onnx.ModelProto") -> tuple[onnx.ModelProto, str]:
+    """Parse a model from a path, bytes or an in-memory ModelProto; returns it and a label."""
+    if isinstance(source, onnx.ModelProto):
+        return source, source.graph.name or "<ModelProto>"
+    if isinstance(source, (bytes, bytearray)):
+        return _parse(bytes(source), "<bytes>"), "<bytes>"
+    path = Path(source)
+    label = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelFormatError(f"cannot read model file: {e.strerror}", model=label) from None
+    model = _parse(data, label)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        raise ModelFormatError(f"cannot load external tensor data: {e}", model=label) from None
+    return model, label
+
+
+def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelFormatError(f"not a valid ONNX protobuf ({e.__class__.__name__}: {e}); "
+                               "the file may be truncated or not an ONNX model", model=label) from None
+    if not model.HasField("graph"):
+        raise ModelFormatError("not an ONNX model: it has no graph (empty or truncated file?)",
+                               model=label)
+    return model
+
+
+def import_onnx(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                label: str = "<model>") -> Graph:
+    try:
+        return _Importer(model, dict(input_shapes or {})).run()
+    except EmberError as e:
+        raise e.with_model(label) from None
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    return versions[0] if versions else 1
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
+        self.model = model
+        self.g = model.graph
+        self.input_shapes = input_shapes
+        self.opset = default_opset(model)
+        self.values: dict[str, Value] = {}
+        self.problems: list[str] = []
+
+    def run(self) -> Graph:
+        graph = Graph(name=self.g.name)
+        self._initializers()
+        graph.inputs = self._inputs()
+        nodes = self._nodes()
+        for node in nodes:
+            self._type_node(node)
+        if self.problems:
+            raise UnsupportedError(f"{len(self.problems)} problem(s) stop compilation",
+                                   problems=self.problems)
+        graph.nodes = [n for n in nodes if not all(v.is_const for v in n.outputs)]
+        graph.outputs = self._outputs()
+        return graph
+
+    # -- values ---------------------------------------------------------------------------
+    def _define(self, name: str, value: Value, what: str) -> None:
+        if name in self.values:
+            raise GraphError(f"the name {name!r} is defined twice (again by {what})")
+        self.values[name] = value
+
+    def _initializers(self) -> None:
+        for init in self.g.initializer:
+            self._define(init.name, self._tensor_value(init, f"initializer {init.name!r}"),
+                         f"initializer {init.name!r}")
+        for sparse in self.g.sparse_initializer:
+            self.problems.append(f"sparse initializer {sparse.values.name!r} is not supported")
+
+    def _tensor_value(self, tensor: onnx.TensorProto, what: str) -> Value:
+        dtype = dt.from_onnx(tensor.data_type)
+        dims = tuple(tensor.dims)
+        _check_dims(dims, dtype.itemsize if dtype else 1, what)
+        if dtype is None:
+            raise UnsupportedError(f"{what}: element type {dt.onnx_type_name(tensor.data_type)} "
+                                   "is not supported")
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as e:  # onnx raises several types for corrupt payloads
+            raise ModelFormatError(f"{what}: tensor data does not match its shape "
+                                   f"{list(dims)} and type ({e})") from None
+        if array.shape != dims or array.dtype != dtype.numpy:
+            raise ModelFormatError(f"{what}: tensor data does not match its shape {list(dims)}")
+        return Value(TensorType(dtype, dims), tensor.name, np.ascontiguousarray(array))
+
+    def _inputs(self) -> list[Value]:
+        inputs = []
+        known = {i.name for i in self.g.input}
+        for name in self.input_shapes:
+            if name not in known:
+                raise ShapeError(f"input_shapes names {name!r}, which is not an input of the model "
+                                 f"(inputs: {', '.join(repr(n) for n in known)})")
+        for vi in self.g.input:
+            if vi.name in self.values:      # an initializer with a default value
+                continue
+            value = Value(self._input_type(vi), vi.name)
+            self._define(vi.name, value, f"graph input {vi.name!r}")
+            inputs.append(value)
+        return inputs
+
+    def _input_type(self, vi: onnx.ValueInfoProto) -> TensorType:
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise UnsupportedError(f"graph input {vi.name!r}: only tensor inputs are supported "
+                                   f"(got {vi.type.WhichOneof('value')})")
+        tt = vi.type.tensor_type
+        dtype = dt.from_onnx(tt.elem_type)
+        if dtype is None:
+            raise UnsupportedError(f"graph input {vi.name!r}: element type "
+                                   f"{dt.onnx_type_name(tt.elem_type)} is not supported")
+        if vi.name in self.input_shapes:
+            shape = self.input_shapes[vi.name]
+            if tt.HasField("shape") and len(tt.shape.dim) != len(shape):
+                raise ShapeError(f"input {vi.name!r} has rank {len(tt.shape.dim)} but input_shapes "
+                                 f"gives {list(shape)}")
+        else:
+            if not tt.HasField("shape"):
+                raise ShapeError(f"input {vi.name!r} has no shape; give it with input_shapes")
+            shape = []
+            for k, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value"):
+                    shape.append(d.dim_value)
+                else:
+                    sym = d.dim_param or "?"
+                    raise ShapeError(f"input {vi.name!r} dim {k} is symbolic ({sym!r}); bind it "
+                                     f"with input_shapes, e.g. {{{vi.name!r}: (1, ...)}}")
+            shape = tuple(shape)
+        _check_dims(shape, dtype.itemsize, f"input {vi.name!r}")
+        return TensorType(dtype, tuple(shape))
+
+    def _outputs(self) -> list[Value]:
+        outs = []
+        for vi in self.g.output:
+            if vi.name not in self.values:
+                raise GraphError(f"graph output {vi.name!r} is produced by no node, input or "
+                                 "initializer")
+            outs.append(self.values[vi.name])
+        return outs
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _nodes(self) -> list[Node]:
+        nodes: list[Node] = []
+        pending: list[tuple[Node, list[str]]] = []
+        produced: dict[str, Node] = {}
+        for proto in self.g.node:
+            node = self._node(proto)
+            for name in proto.output:
+                if not name:
+                    continue
+                if name in self.values or name in produced:
+                    raise GraphError(f"the name {name!r} is defined twice (again as an output)",
+                                     node=proto.name, op=proto.op_type)
+                produced[name] = node
+            pending.append((node, list(proto.input)))
+            nodes.append(node)
+        # Wire inputs now that every producer is known (a model may list nodes out of order).
+        for node, names in pending:
+            for k, name in enumerate(names):
+                if not name:
+                    continue
+                if name in self.values:
+                    node.inputs[k] = self.values[name]
+                elif name in produced:
+                    src = produced[name]
+                    node.inputs[k] = src.outputs[src.attrs["__outnames"].index(name)]
+                else:
+                    raise GraphError(f"input {name!r} is produced by no node, input or initializer",
+                                     node=node.name, op=node.op)
+        for node in nodes:
+            for name, v in zip(node.attrs.pop("__outnames"), node.outputs):
+                if name:
+                    self.values[name] = v
+        try:
+            return topological_order(nodes, list(self.values.values()))
+        except ValueError as e:
+            stuck: Node = e.args[0]
+            raise GraphError("the graph has a cycle through this node", node=stuck.name,
+                             op=stuck.op) from None
+
+    def _node(self, proto: onnx.NodeProto) -> Node:
+        domain = "" if proto.domain in _DEFAULT_DOMAINS else proto.domain
+        opset = next((o.version for o in self.model.opset_import
+                      if (o.domain or "") == domain or (domain == "" and o.domain == "ai.onnx")), 0)
+        attrs = self._attrs(proto, domain, opset)
+        outputs = [Value(TensorType(dt.F32, ()), name) for name in proto.output]
+        node = Node(proto.op_type, [None] * len(proto.input), outputs, attrs, proto.name,
+                    opset, domain)
+        node.attrs["__outnames"] = list(proto.output)
+        return node
+
+    def _attrs(self, proto: onnx.NodeProto, domain: str, opset: int) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        try:
+            schema = onnx.defs.get_schema(proto.op_type, opset, domain)
+        except onnx.defs.SchemaError:
+            schema = None
+        if schema is not None:
+            for name, a in schema.attributes.items():
+                if a.default_value.type != AttributeProto.UNDEFINED:
+                    attrs[name] = _attr_value(a.default_value)
+        for a in proto.attribute:
+            if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                attrs[a.name] = _SUBGRAPH
+            elif a.ref_attr_name:
+                attrs[a.name] = _SUBGRAPH
+            else:
+                try:
+                    attrs[a.name] = _attr_value(a)
+                except Exception:
+                    raise ModelFormatError(f"attribute {a.name!r} is malformed", node=proto.name,
+                                           op=proto.op_type) from None
+        return attrs
+
+    def _type_node(self, node: Node) -> None:
+        """Infer output types; fold the node when all its inputs are constants."""
+        where = f"node {node.name!r} ({node.op}, opset {node.opset})"
+        if any(v is not None and v.type is _UNKNOWN for v in node.inputs):
+            _mark_unknown(node)       # an earlier problem already explains this node
+            return
+        if node.domain:
+            self.problems.append(f"{where}: domain {node.domain!r} is not supported")
+            return _mark_unknown(node)
+        subgraphs = [k for k, v in node.attrs.items() if v is _SUBGRAPH]
+        opdef = get_op(node.op)
+        foldable = (node.op not in _NEVER_FOLD and not subgraphs
+                    and all(v is None or v.is_const for v in node.inputs))
+        if opdef is None and not foldable:
+            self.problems.append(f"{where}: op {node.op} is not supported")
+            return _mark_unknown(node)
+        if subgraphs:
+            self.problems.append(f"{where}: subgraph attributes ({', '.join(subgraphs)}) are "
+                                 "not supported")
+            return _mark_unknown(node)
+        if opdef is not None:
+            problems = opdef.check(node)
+            if problems:
+                self.problems.extend(f"{where}: {p}" for p in problems)
+                return _mark_unknown(node)
+            try:
+                types = opdef.infer(node)
+            except UnsupportedError as e:
+                self.problems.append(f"{where}: {e.message}")
+                return _mark_unknown(node)
+            except EmberError:
+                raise
+            except Exception as e:   # a bug in Ember: say where it happened, not a bare trace
+                raise EmberError(f"internal error inferring types ({e.__class__.__name__}: {e}); "
+                                 "please report it", node=node.name, op=node.op) from e
+            for v, t in zip(node.outputs, types):
+                _check_dims(t.shape, t.dtype.itemsize, f"output of node {node.name!r}")
+                v.type = t
+        if foldable and (opdef is None or
+                         all(v.type.nbytes <= MAX_FOLD_BYTES for v in node.outputs)):
+            self._fold(node, where)
+
+    def _fold(self, node: Node, where: str) -> None:
+        try:
+            results = evaluate_node(node)
+        except Exception as e:
+            if get_op(node.op) is None:
+                self.problems.append(f"{where}: op {node.op} is not supported "
+                                     f"(and could not be folded: {e.__class__.__name__})")
+                _mark_unknown(node)
+            return
+        for v, array in zip(node.outputs, results):
+            dtype = dt.from_numpy(array.dtype)
+            if dtype is None:
+                self.problems.append(f"{where}: constant of element type {array.dtype} "
+                                     "is not supported")
+                return _mark_unknown(node)
+            v.type = TensorType(dtype, tuple(array.shape))
+            v.const = array
+
+
+class _Subgraph:
+    def __repr__(self) -> str:
+        return "<subgraph>"
+
+
+_SUBGRAPH = _Subgraph()
+_UNKNOWN = TensorType(dt.F32, (-1,))
+
+
+def _mark_unknown(node: Node) -> None:
+    for v in node.outputs:
+        v.type = _UNKNOWN
+
+
+def _attr_value(a: AttributeProto) -> Any:
+    value = helper.get_attribute_value(a)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, list):
+        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def _check_dims(shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    for k, d in enumerate(shape):
+        if d < 0:
+            raise ShapeError(f"{what}: dim {k} is negative ({d})")
+    if math.prod(shape) * itemsize > MAX_TENSOR_BYTES:
+        raise ShapeError(f"{what}: shape {list(shape)} needs {math.prod(shape) * itemsize} bytes, "
+                         f"more than the {MAX_TENSOR_BYTES} Ember allows for one tensor")

@@ -1,0 +1,108 @@
+"""Lowering: each node of an optimized graph becomes a Kernel; buffers get their places.
+
+The result, a LoweredModel, says for every value where it lives when the model runs: a
+caller's input or output pointer, an offset in the weights blob, or an offset in the arena.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.graph.ir import Graph, Node, Value
+from ember.lower.kernel import Kernel, KernelContext
+from ember.lower.memory_plan import Buffer, MemoryPlan, align, plan_memory
+from ember.lower.schedule import Schedule
+from ember.ops.registry import get_op
+from ember.render.cwriter import CWriter
+
+
+@dataclass
+class LoweredModel:
+    kernels: list[Kernel]
+    inputs: list[Value]
+    outputs: list[Value]
+    weight_offsets: dict[int, int]           # const value id -> offset in the weights blob
+    weights: bytes
+    plan: MemoryPlan
+    scratch_keys: dict[int, int] = field(default_factory=dict)   # kernel index -> buffer key
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.plan.arena_bytes
+
+
+def lower_graph(graph: Graph, threads: int = 1) -> LoweredModel:
+    kernels = [lower_node(k, node, Schedule(threads=threads)) for k, node in enumerate(graph.nodes)]
+    weight_offsets, weights = _pack_weights(graph)
+    plan, scratch_keys = _plan(graph, kernels)
+    return LoweredModel(kernels, list(graph.inputs), list(graph.outputs), weight_offsets,
+                        weights, plan, scratch_keys)
+
+
+def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
+    opdef = get_op(node.op)
+    if opdef is None:
+        raise EmberError("no lowering for this op", node=node.name, op=node.op)
+    epilogue = node.attrs.get("epilogue")
+    n_extra = len(epilogue.input_types) - 1 if epilogue is not None else 0
+    own = node.inputs[:len(node.inputs) - n_extra]
+    ins = [f"in{k}" if v is not None else None for k, v in enumerate(own)]
+    extra = [f"in{len(own) + k}" for k in range(n_extra)]
+    ctx = KernelContext(node, CWriter(1), ins, [f"out{k}" for k in range(len(node.outputs))],
+                        schedule, epilogue, extra)
+    try:
+        opdef.lower(node, ctx)
+    except EmberError:
+        raise
+    except Exception as e:   # a bug in Ember: name the node instead of a bare traceback
+        raise EmberError(f"internal error lowering ({e.__class__.__name__}: {e}); please report it",
+                         node=node.name, op=node.op) from e
+    covers = [f"{node.op} {node.name}"] + list(node.attrs.get("fused_from", []))
+    return Kernel(f"k{index}_{_ident(node.op)}", covers, list(node.inputs), list(node.outputs),
+                  ctx.w.text(), ctx.scratch_bytes, schedule)
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text).lower()[:24] or "op"
+
+
+def _pack_weights(graph: Graph) -> tuple[dict[int, int], bytes]:
+    offsets: dict[int, int] = {}
+    chunks: list[bytes] = []
+    size = 0
+    consts = [v for v in graph.values() if v.is_const]
+    for v in consts:
+        if v.id in offsets:
+            continue
+        data = np.ascontiguousarray(v.const, dtype=v.type.dtype.numpy).tobytes()
+        offsets[v.id] = size
+        padded = align(len(data))
+        chunks.append(data + b"\0" * (padded - len(data)))
+        size += padded
+    return offsets, b"".join(chunks)
+
+
+def _plan(graph: Graph, kernels: list[Kernel]) -> tuple[MemoryPlan, dict[int, int]]:
+    io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    for k, kernel in enumerate(kernels):
+        for v in kernel.outputs:
+            if v.id not in io and not v.is_const:
+                first.setdefault(v.id, k)
+                last[v.id] = max(last.get(v.id, k), k)
+                sizes[v.id] = v.type.nbytes
+        for v in kernel.inputs:
+            if v is not None and v.id in first:
+                last[v.id] = k
+    buffers = [Buffer(vid, sizes[vid], first[vid], last[vid]) for vid in first]
+    scratch_keys = {}
+    for k, kernel in enumerate(kernels):
+        if kernel.scratch_bytes:
+            scratch_keys[k] = -(k + 1)
+            buffers.append(Buffer(-(k + 1), kernel.scratch_bytes, k, k))
+    return plan_memory(buffers), scratch_keys

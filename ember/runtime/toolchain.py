@@ -1,0 +1,48 @@
+"""Toolchain: C source -> shared library with the system C compiler, cached by content hash."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ember.errors import ToolchainError
+
+
+def find_cc(preferred: str | None = None) -> str:
+    for cand in (preferred, "cc", "gcc", "clang"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    raise ToolchainError("no C compiler found: install one (Debian/Ubuntu: `apt-get install gcc`) "
+                         "or set CC")
+
+
+def host_flags(march: str, opt_level: int, threads: int) -> list[str]:
+    flags = [f"-O{opt_level}", f"-march={march}", "-std=c11", "-fPIC", "-shared",
+             "-fno-math-errno", "-Wno-unused-function"]
+    if threads > 1:
+        flags.append("-fopenmp")
+    return flags
+
+
+def build_shared_library(source: str, flags: list[str], cache_dir: Path, cc: str | None = None) -> Path:
+    """Compile `source` into a shared library in `cache_dir`; reuse it when already built."""
+    compiler = find_cc(cc)
+    key = hashlib.sha256("\0".join([compiler, *flags, source]).encode()).hexdigest()[:32]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lib = cache_dir / f"ember_{key}.so"
+    if lib.exists():
+        return lib
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        src = Path(tmp) / "model.c"
+        src.write_text(source)
+        out = Path(tmp) / "model.so"
+        proc = subprocess.run([compiler, *flags, str(src), "-o", str(out), "-lm"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolchainError("the C compiler failed on generated code (an Ember bug):\n"
+                                 + proc.stderr[-4000:])
+        os.replace(out, lib)          # atomic: a concurrent build of the same key is harmless
+    return lib

@@ -37,6 +37,10 @@ class OpDef:
     def infer(self, node: Node) -> list[TensorType]:
         raise NotImplementedError
 
+    def flops(self, node: Node) -> int:
+        """Arithmetic operations the node performs (multiply-add counts 2); for reports."""
+        return sum(v.type.size for v in node.outputs)
+
     def lower(self, node: Node, ctx: "KernelContext") -> None:
         """Write the kernel body for `node` into ctx.w (see lower/kernel.py)."""
         raise NotImplementedError

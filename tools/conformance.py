@@ -31,11 +31,17 @@ def load_cases(filter_: str | None = None):
 def run_case(case) -> tuple[str, str | None]:
     """(name, None) when the case passes, else (name, a one-line reason)."""
     import numpy as np
+    from onnx import TensorProto, numpy_helper
+
     import ember.backend as backend
     from ember.errors import EmberError
     try:
         rep = backend.prepare(case.model)
         for inputs, expected in case.data_sets:
+            # Some cases store tensors as TensorProto rather than numpy.
+            inputs = [numpy_helper.to_array(a) if isinstance(a, TensorProto) else a for a in inputs]
+            expected = [numpy_helper.to_array(a) if isinstance(a, TensorProto) else a
+                        for a in expected]
             got = rep.run(inputs)
             if len(got) != len(expected):
                 return case.name, f"{len(got)} outputs, expected {len(expected)}"

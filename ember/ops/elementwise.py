@@ -75,9 +75,13 @@ def _div(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> st
 
 def _mod(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> str:
     x, y = a
-    if out.is_float or attrs.get("fmod", 0):
-        if out.is_float:
-            return f"{_math('fmod', out.c)}({x}, {y})"
+    if out.is_float:
+        r = f"{_math('fmod', out.c)}({x}, {y})"
+        if attrs.get("fmod", 0):
+            return r
+        # numpy.mod: a non-zero remainder takes the sign of the divisor.
+        return f"(({r} != 0 && (({r} < 0) != ({y} < 0))) ? {r} + {y} : {r})"
+    if attrs.get("fmod", 0):
         return f"({y} == 0 ? ({out.c})0 : ({out.c})({x} % {y}))"
     if not out.is_signed:
         return f"({y} == 0 ? ({out.c})0 : ({out.c})({x} % {y}))"
@@ -127,6 +131,12 @@ def _cast(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> s
     if out is dt.BOOL:
         return f"(uint8_t)({a[0]} != 0)"
     return f"({out.c})({a[0]})"
+
+
+def _shrink(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> str:
+    x, lambd, bias = a[0], repr(float(attrs["lambd"])), repr(float(attrs["bias"]))
+    return (f"({x} < -{lambd} ? ({out.c})({x} + {bias}) : "
+            f"{x} > {lambd} ? ({out.c})({x} - {bias}) : ({out.c})0)")
 
 
 def _abs(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> str:
@@ -187,7 +197,7 @@ def _prelu(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> 
 class ScalarOp:
     expr: Expr
     dtypes: tuple[DType, ...]
-    result: str = "same"       # "same": type of input 0; "bool"; "attr:to" for Cast
+    result: str = "same"       # "same": type of input 0; "bool"; "attr:to"; "like:1" (input 1's)
 
 
 _F = dt.FLOATS
@@ -226,6 +236,7 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "BitwiseNot": ScalarOp(lambda a, ts, out, at: f"({out.c})~{a[0]}", _INT),
     "Identity": ScalarOp(lambda a, ts, out, at: a[0], _ANY),
     "Cast": ScalarOp(_cast, _ANY, "attr:to"),
+    "CastLike": ScalarOp(_cast, _ANY, "like:1"),
     # activations
     "Relu": ScalarOp(_relu, _SIGNED_NUM),
     "LeakyRelu": ScalarOp(_float_unary("({x} < 0 ? {a.alpha} * {x} : {x})"), _F),
@@ -247,6 +258,8 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "Mish": ScalarOp(_float_unary(
         "({x} * {m.tanh}({x} > ({T})20 ? {x} : {m.log1p}({m.exp}({x}))))"), _F),
     "Gelu": ScalarOp(_gelu, _F),
+    "Swish": ScalarOp(_float_unary("({x} / (({T})1 + {m.exp}(-{a.alpha} * {x})))"), _F),
+    "Shrink": ScalarOp(_shrink, _NUM),
     "Clip": ScalarOp(_clip, _NUM),
     # binary and variadic
     "Add": ScalarOp(_binary("+"), _NUM),
@@ -282,6 +295,8 @@ def result_dtype(op: str, in_types: list[DType], attrs: dict[str, Any]) -> DType
         return dt.BOOL
     if kind == "attr:to":
         return dt.from_onnx(attrs["to"])
+    if kind == "like:1":
+        return in_types[1]
     if op == "Where":
         return in_types[1]
     return in_types[0]
@@ -335,9 +350,15 @@ class Program:
         return "; ".join(parts)
 
 
-def node_program(node: Node) -> Program:
-    """The one-step program computing `node` from its present inputs."""
+def operands(node: Node) -> list:
+    """The inputs a node's scalar expression reads (CastLike's second input only gives a type)."""
     present = [v for v in node.inputs if v is not None]
+    return present[:1] if node.op == "CastLike" else present
+
+
+def node_program(node: Node) -> Program:
+    """The one-step program computing `node` from its operands."""
+    present = operands(node)
     prog = Program([v.type for v in present])
     prog.add(node.op, tuple(range(len(present))), scalar_attrs(node), node.outputs[0].type.dtype)
     return prog
@@ -367,7 +388,7 @@ class Elementwise(OpDef):
         return [f"element type {b} is not supported" for b in bad]
 
     def infer(self, node: Node) -> list[TensorType]:
-        present = [v for v in node.inputs if v is not None]
+        present = operands(node)
         if not present:
             raise fail(node, "needs at least one input")
         shape = broadcast_shape(*(v.type.shape for v in present))
@@ -376,12 +397,13 @@ class Elementwise(OpDef):
                        + " vs ".join(str(list(v.type.shape)) for v in present))
         if node.op == "PRelu" and shape != present[0].type.shape:
             raise fail(node, "slope must broadcast to the shape of X")
-        dtype = result_dtype(node.op, [v.type.dtype for v in present], node.attrs)
+        dtype = result_dtype(node.op, [v.type.dtype for v in node.inputs if v is not None],
+                             node.attrs)
         return [TensorType(dtype, shape)]
 
     def lower(self, node: Node, ctx) -> None:
         program = node_program(node)
-        present = [name for name in ctx.ins if name is not None]
+        present = [name for name in ctx.ins if name is not None][:len(program.input_types)]
         emit_elementwise(ctx.w, program, present, ctx.outs[0], node.outputs[0].type.shape)
 
 

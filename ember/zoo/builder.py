@@ -189,27 +189,25 @@ class GraphBuilder:
         return self.binary("Mul", a, b)
 
     # ---- pooling ----------------------------------------------------------------------
-    def _pool(self, op: str, x: str, kernel: int, stride: int, pad: int, ceil: bool,
-              **attrs: object) -> str:
+    def _pool(self, op: str, x: str, kernel: "int | Sequence[int]", stride: "int | None",
+              pad: int, ceil: bool, **attrs: object) -> str:
         n, c, h, w = self.shape(x)
-        oh = _window_out(h, kernel, stride, 2 * pad, ceil=ceil)
-        ow = _window_out(w, kernel, stride, 2 * pad, ceil=ceil)
-        return self.node(op, [x], (n, c, oh, ow), kernel_shape=[kernel, kernel],
-                         strides=[stride, stride], pads=[pad] * 4, ceil_mode=int(ceil), **attrs)
+        kh, kw = _pair(kernel)
+        sh, sw = _pair(stride) if stride is not None else (kh, kw)
+        oh = _window_out(h, kh, sh, 2 * pad, ceil=ceil)
+        ow = _window_out(w, kw, sw, 2 * pad, ceil=ceil)
+        return self.node(op, [x], (n, c, oh, ow), kernel_shape=[kh, kw], strides=[sh, sw],
+                         pads=[pad] * 4, ceil_mode=int(ceil), **attrs)
 
     def maxpool(self, x: str, kernel: int, stride: int | None = None, pad: int = 0,
                 ceil: bool = False) -> str:
-        return self._pool("MaxPool", x, kernel, stride or kernel, pad, ceil)
+        """MaxPool; the stride defaults to the kernel size."""
+        return self._pool("MaxPool", x, kernel, stride, pad, ceil)
 
     def avgpool(self, x: str, kernel: "int | Sequence[int]", stride: int | None = None,
                 pad: int = 0, count_include_pad: bool = False) -> str:
-        kh, kw = _pair(kernel)
-        if kh != kw:        # a whole-map average over a non-square map (DS-CNN)
-            n, c, h, w = self.shape(x)
-            return self.node("AveragePool", [x], (n, c, _window_out(h, kh, kh, 0),
-                                                  _window_out(w, kw, kw, 0)),
-                             kernel_shape=[kh, kw], strides=[kh, kw])
-        return self._pool("AveragePool", x, kh, stride or kh, pad, False,
+        """AveragePool; the stride defaults to the kernel size."""
+        return self._pool("AveragePool", x, kernel, stride, pad, False,
                           count_include_pad=int(count_include_pad))
 
     def global_avg_pool(self, x: str) -> str:

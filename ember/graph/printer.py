@@ -28,13 +28,27 @@ class _Names:
 def format_attr(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"tensor<{value.dtype}{list(value.shape)}>"
-    if hasattr(value, "describe"):
-        return "{" + value.describe() + "}"
+    if hasattr(value, "steps"):
+        return "{" + format_program(value) + "}"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, str):
         return repr(c_comment(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_attr(v) for v in value) + "]"
     return str(value)
+
+
+def format_program(program: Any) -> str:
+    """An elementwise Program (ops/elementwise.py) as `s0=Add(x0,x1); s1=Relu(s0)`: xK is
+    input K, sK the result of step K; step attributes follow in braces."""
+    n = len(program.input_types)
+    parts = []
+    for k, step in enumerate(program.steps):
+        args = ",".join(f"x{r}" if r < n else f"s{r - n}" for r in step.args)
+        attrs = ", ".join(f"{a}={format_attr(v)}" for a, v in step.attrs)
+        parts.append(f"s{k}={step.op}({args})" + (f"{{{attrs}}}" if attrs else ""))
+    return "; ".join(parts)
 
 
 def format_node(node: Node, name: "_Names", extra: str = "") -> str:
@@ -55,8 +69,7 @@ def print_graph(graph: Graph) -> str:
     lines = [f"graph({', '.join(f'{name(v)}: {v.type}' for v in graph.inputs)}) {{"]
     for node in graph.nodes:
         lines.append("  " + format_node(node, name))
-    outs = ", ".join(f"const {v.type}" if v.is_const and v.producer is None else name(v)
-                     for v in graph.outputs)
+    outs = ", ".join(f"const {v.type}" if v.is_const else name(v) for v in graph.outputs)
     lines.append(f"  return {outs}")
     lines.append("}")
     return "\n".join(lines) + "\n"

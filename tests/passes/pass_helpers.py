@@ -45,8 +45,9 @@ def check_types(graph: Graph) -> None:
             continue
         epilogue = node.attrs.get("epilogue")
         plain = copy.copy(node)
-        if epilogue is not None:
+        if epilogue is not None:      # the node as it was before the fusion
             plain.inputs = node.inputs[:len(node.inputs) - (len(epilogue.input_types) - 1)]
+            plain.attrs = {k: v for k, v in node.attrs.items() if k != "epilogue"}
         inferred = get_op(node.op).infer(plain)
         assert [v.type for v in node.outputs] == inferred, f"{node.op} {node.name}"
 

@@ -138,7 +138,11 @@ class _Importer:
             if name not in known:
                 raise ShapeError(f"input_shapes names {name!r}, which is not an input of the model "
                                  f"(inputs: {', '.join(repr(n) for n in known)})")
+        listed: set[str] = set()
         for vi in self.g.input:
+            if vi.name in listed:
+                raise GraphError(f"graph input {vi.name!r} is listed twice")
+            listed.add(vi.name)
             if vi.name in self.values:      # an initializer with a default value
                 continue
             value = Value(self._input_type(vi), vi.name)
@@ -200,6 +204,7 @@ class _Importer:
                 produced[name] = node
             pending.append((node, list(proto.input)))
             nodes.append(node)
+        available = list(self.values.values())    # graph inputs and initializers
         # Wire inputs now that every producer is known (a model may list nodes out of order).
         for node, names in pending:
             for k, name in enumerate(names):
@@ -218,7 +223,7 @@ class _Importer:
                 if name:
                     self.values[name] = v
         try:
-            return topological_order(nodes, list(self.values.values()))
+            return topological_order(nodes, available)
         except ValueError as e:
             stuck: Node = e.args[0]
             raise GraphError("the graph has a cycle through this node", node=stuck.name,
@@ -228,19 +233,21 @@ class _Importer:
         domain = "" if proto.domain in _DEFAULT_DOMAINS else proto.domain
         opset = next((o.version for o in self.model.opset_import
                       if (o.domain or "") == domain or (domain == "" and o.domain == "ai.onnx")), 0)
-        attrs = self._attrs(proto, domain, opset)
+        try:
+            schema = onnx.defs.get_schema(proto.op_type, opset, domain)
+        except onnx.defs.SchemaError:
+            schema = None
+        if schema is not None:
+            _check_signature(proto, schema)
+        attrs = self._attrs(proto, schema)
         outputs = [Value(TensorType(dt.F32, ()), name) for name in proto.output]
         node = Node(proto.op_type, [None] * len(proto.input), outputs, attrs, proto.name,
                     opset, domain)
         node.attrs["__outnames"] = list(proto.output)
         return node
 
-    def _attrs(self, proto: onnx.NodeProto, domain: str, opset: int) -> dict[str, Any]:
+    def _attrs(self, proto: onnx.NodeProto, schema: "onnx.defs.OpSchema | None") -> dict[str, Any]:
         attrs: dict[str, Any] = {}
-        try:
-            schema = onnx.defs.get_schema(proto.op_type, opset, domain)
-        except onnx.defs.SchemaError:
-            schema = None
         if schema is not None:
             for name, a in schema.attributes.items():
                 if a.default_value.type != AttributeProto.UNDEFINED:
@@ -331,6 +338,41 @@ _UNKNOWN = TensorType(dt.F32, (-1,))
 def _mark_unknown(node: Node) -> None:
     for v in node.outputs:
         v.type = _UNKNOWN
+
+
+def _check_signature(proto: onnx.NodeProto, schema: onnx.defs.OpSchema) -> None:
+    """Input/output counts, required inputs and attribute types, as the op's schema says.
+
+    Checked for every op with a schema, so no OpDef has to guard against a malformed node.
+    """
+    def bad(message: str) -> GraphError:
+        return GraphError(message, node=proto.name, op=proto.op_type)
+    for kind, n, lo, hi in (("input", len(proto.input), schema.min_input, schema.max_input),
+                            ("output", len(proto.output), schema.min_output, schema.max_output)):
+        if not lo <= n <= hi:
+            raise bad(f"has {n} {kind}(s); {proto.op_type} takes {_count_range(lo, hi)}")
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for k, (name, param) in enumerate(zip(proto.input, schema.inputs)):
+        if not name and param.option == single:
+            raise bad(f"required input {k} ({param.name}) is empty")
+    for a in proto.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is not None and not a.ref_attr_name and a.type != int(spec.type):
+            raise bad(f"attribute {a.name!r} has type {_attr_type_name(a.type)}, "
+                      f"but {proto.op_type} expects {_attr_type_name(int(spec.type))}")
+
+
+def _count_range(lo: int, hi: int) -> str:
+    if lo == hi:
+        return str(lo)
+    return f"at least {lo}" if hi >= 2**31 - 1 else f"{lo} to {hi}"
+
+
+def _attr_type_name(t: int) -> str:
+    try:
+        return AttributeProto.AttributeType.Name(t)
+    except ValueError:
+        return f"<unknown attribute type {t}>"
 
 
 def _attr_value(a: AttributeProto) -> Any:

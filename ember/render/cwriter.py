@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 
@@ -50,10 +51,11 @@ class CWriter:
 
 
 def c_comment(text: str) -> str:
-    """Text made safe to sit inside a C block comment: printable ASCII, no comment delimiters."""
+    """Text made safe to sit inside a C block comment: printable ASCII, no comment delimiters,
+    no backslash and no trigraph (`??/` is a backslash in C11: a line splice)."""
     safe = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
     safe = safe.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/")
-    return safe[:200]
+    return re.sub(r"\?(?=\?)", "?_", safe)[:200]
 
 
 def c_float(value: float, ctype: str = "float") -> str:

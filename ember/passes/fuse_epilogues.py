@@ -1,10 +1,10 @@
 """fuse-epilogues: elementwise ops after a Conv/Gemm/MatMul run inside its kernel.
 
-From a node whose OpDef accepts an epilogue, follow output 0 down a chain of elementwise nodes
-(bias Add, activation, residual Add ...) while each value in the chain has that one reader,
-is not a graph output, and the next node keeps the producer's shape and dtype. The chain
-becomes `attrs["epilogue"]`, a Program whose input 0 is the accumulator and whose inputs 1..
-are the chain's other operands, appended to the node's inputs (after padding the node's own
+From a node whose OpDef accepts an epilogue, follow output 0 into the elementwise nodes after
+it (bias Add, activation, residual Add, x * sigmoid(x) ...) while every value but the last is
+read only inside the group and is not a graph output, and each node keeps the producer's shape
+and dtype. The group becomes `attrs["epilogue"]`, a Program whose input 0 is the accumulator and whose inputs 1..
+are the group's other operands, appended to the node's inputs (after padding the node's own
 optional inputs with None, so `node.input(k)` still means what the op says). The node then
 produces the chain's last value, standing where the chain's last node stood.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from ember.graph.ir import Graph, Node, Value
+from ember.graph.ir import Graph, Node, TensorType, Value
 from ember.ops.elementwise import Program, operands
 from ember.ops.registry import get_op
 from ember.passes.base import Pass
@@ -30,24 +30,23 @@ from ember.passes.rewrite import append_step, is_elementwise, label, output_ids,
 @dataclass(frozen=True)
 class FuseEpilogues(Pass):
     name = "fuse-epilogues"
+    max_steps: int = 32        # keeps the kernel's store code a readable size
 
     def run(self, graph: Graph) -> Graph:
-        users = readers(graph)
-        outputs = output_ids(graph)
-        taken: set[int] = set()            # chain nodes already fused into some producer
+        scope = _Scope(graph)
         replaced: dict[int, Node] = {}
         removed: list[Node] = []
         for node in list(graph.nodes):
-            if id(node) in taken or not _accepts(node):
+            if id(node) in scope.taken or not _accepts(node):
                 continue
-            chain = _chain(node, users, outputs, taken)
-            if not chain:
+            group = scope.epilogue(node, self.max_steps)
+            if not group:
                 continue
-            _absorb(node, chain)
-            taken.update(id(n) for n in chain)
-            replaced[id(chain[-1])] = node
+            _absorb(node, group)
+            scope.taken.update(id(n) for n in group)
+            replaced[id(group[-1])] = node
             removed.append(node)
-            removed.extend(chain[:-1])
+            removed.extend(group[:-1])
         if replaced:
             splice(graph, replaced, removed)
         return graph
@@ -59,30 +58,58 @@ def _accepts(node: Node) -> bool:
             and "program" not in node.attrs and bool(node.outputs))
 
 
-def _chain(node: Node, users: dict[int, list[Node]], outputs: set[int],
-           taken: set[int]) -> list[Node]:
-    """The elementwise nodes that can follow `node`'s output 0 into its kernel, in order."""
-    want = node.outputs[0].type
-    chain: list[Node] = []
-    v = node.outputs[0]
-    while v.id not in outputs:
-        after = users.get(v.id, [])
-        if len(after) != 1:
-            break
-        nxt = after[0]
-        # A chain node must compute on v, and not read another output of `node` (the kernel
-        # would read itself).
-        ins = operands(nxt) if is_elementwise(nxt) else []
-        if (all(u is not v for u in ins) or id(nxt) in taken or nxt.outputs[0].type != want
-                or any(u in node.outputs for u in nxt.inputs if u is not v)):
-            break
-        chain.append(nxt)
-        v = nxt.outputs[0]
-    return chain
+class _Scope:
+    """What the search needs to know about the graph, and the nodes already fused."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.users = readers(graph)
+        self.outputs = output_ids(graph)
+        self.position = {id(n): k for k, n in enumerate(graph.nodes)}
+        self.taken: set[int] = set()
+
+    def epilogue(self, node: Node, max_steps: int) -> list[Node]:
+        """The largest group of elementwise nodes after `node`'s output 0 that its kernel can
+        compute, in graph order: a chain or a small DAG (x * sigmoid(x)) whose values all stay
+        inside the group except the last one.
+
+        Readers join earliest first, so the last node added is the latest, and the group is
+        complete exactly when one value (the last) is still read from outside.
+        """
+        want = node.outputs[0].type
+        group: list[Node] = []
+        members: set[int] = set()
+        values = [node.outputs[0]]
+        best: list[Node] = []
+        while len(group) < max_steps:
+            open_ = [v for v in values if v.id in self.outputs
+                     or any(id(r) not in members for r in self.users.get(v.id, []))]
+            if len(open_) == 1:
+                best = list(group)
+            nxt: list[Node] = []
+            for v in open_:
+                outside = [r for r in self.users.get(v.id, []) if id(r) not in members]
+                if v.id in self.outputs or not all(self._fits(r, node, want) for r in outside):
+                    return best     # v can never close, and only the last value may stay open
+                nxt.extend(outside)
+            if not nxt:
+                return best
+            r = min(nxt, key=lambda n: self.position[id(n)])
+            group.append(r)
+            members.add(id(r))
+            values.append(r.outputs[0])
+        return best
+
+    def _fits(self, r: Node, node: Node, want: TensorType) -> bool:
+        """Whether `r` can run inside `node`'s epilogue: elementwise, keeping the producer's
+        type, not fused elsewhere, and not reading another output of `node` (the kernel would
+        read its own result)."""
+        return (is_elementwise(r) and id(r) not in self.taken and r.outputs[0].type == want
+                and not any(u in node.outputs[1:] for u in r.inputs))
 
 
 def _absorb(node: Node, chain: list[Node]) -> None:
-    """Rewrite `node` to compute the chain too (extending an epilogue it already has)."""
+    """Rewrite `node` to compute `chain` (a group in graph order) too, extending an epilogue it
+    already has."""
     program: Program | None = node.attrs.get("epilogue")
     n_extra = len(program.input_types) - 1 if program is not None else 0
     own = _padded(node, node.inputs[:len(node.inputs) - n_extra])

@@ -43,6 +43,27 @@ def test_conv_bias_relu_residual_golden(rng):
     assert apply(FuseEpilogues(), graph) == after      # a second run changes nothing
 
 
+def test_dag_epilogues_golden(rng):
+    needs_ops("MatMul")
+    # Swish reads the MatMul's output twice: the whole DAG fuses. After the second MatMul,
+    # the Relu's output is also read by a Transpose: only the Relu fuses.
+    nodes = [N("MatMul", ["x", "w"], ["m"]), N("Sigmoid", ["m"], ["s"]), N("Mul", ["m", "s"], ["y"]),
+             N("MatMul", ["y", "w2"], ["m2"]), N("Relu", ["m2"], ["r"]),
+             N("Exp", ["r"], ["e"]), N("Transpose", ["r"], ["t"]), N("Add", ["e", "t"], ["out"])]
+    graph = graph_of(nodes, {"x": (3, 3)}, ["out"],
+                     {"w": weights(rng, 3, 3), "w2": weights(rng, 3, 3)})
+    assert apply(FuseEpilogues(), graph) == golden("""
+        graph(%0: f32[3,3]) {
+          %1 = MatMul(%0, const f32[3,3]) {epilogue={s0=Sigmoid(x0); s1=Mul(x0,s0)}} : f32[3,3]
+          %2 = MatMul(%1, const f32[3,3]) {epilogue={s0=Relu(x0)}} : f32[3,3]
+          %3 = Exp(%2) : f32[3,3]
+          %4 = Transpose(%2) : f32[3,3]
+          %5 = Add(%3, %4) : f32[3,3]
+          return %5
+        }
+        """)
+
+
 def test_stops_at_shared_values_outputs_and_type_changes(rng):
     needs_ops("MatMul", "Gemm")
     # MatMul -> Relu is a graph output: only the Relu fuses. Gemm's output has two readers:
@@ -138,6 +159,20 @@ def test_conv_transpose_epilogue_values(rng):
     nodes = [N("ConvTranspose", ["x", "w"], ["c"], strides=[2, 2], group=2),
              N("Add", ["c", "b"], ["a"]), N("Elu", ["a"], ["out"])]
     inits = {"w": weights(rng, 4, 3, 2, 2), "b": weights(rng, 6, 1, 1)}
+    model = make_model(nodes, {"x": x}, ["out"], inits)
+    check_model(model, {"x": x})
+    assert kernels(model) == 1
+
+
+def test_matmul_gelu_dag_values(rng):
+    needs_ops("MatMul")
+    # BERT's GELU: x * 0.5 * (1 + erf(x / sqrt(2))) after the bias Add, in the MatMul kernel.
+    x = weights(rng, 1, 4, 6)
+    nodes = [N("MatMul", ["x", "w"], ["m"]), N("Add", ["m", "b"], ["h"]),
+             N("Div", ["h", "sqrt2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["p"]),
+             N("Mul", ["h", "p"], ["q"]), N("Mul", ["q", "half"], ["out"])]
+    inits = {"w": weights(rng, 6, 8), "b": weights(rng, 8), "sqrt2": np.array(2 ** 0.5, np.float32),
+             "one": np.array(1, np.float32), "half": np.array(0.5, np.float32)}
     model = make_model(nodes, {"x": x}, ["out"], inits)
     check_model(model, {"x": x})
     assert kernels(model) == 1

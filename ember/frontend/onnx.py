@@ -19,6 +19,7 @@ from onnx import AttributeProto, helper, numpy_helper
 from ember.errors import (EmberError, GraphError, ModelFormatError, ShapeError,
                           UnsupportedError)
 from ember.graph import dtypes as dt
+from ember.frontend.decompose import bound_nodes, function_body, function_opsets
 from ember.graph.evaluate import evaluate_node
 from ember.graph.ir import Graph, Node, TensorType, Value, topological_order
 from ember.ops.registry import get_op
@@ -31,6 +32,8 @@ MAX_FOLD_BYTES = 1 << 26
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+#: function-body expansions allowed in one model (a guard against self-referencing bodies)
+_MAX_EXPANSIONS = 100_000
 
 
 def load_model(source: "str | os.PathLike | bytes | onnx.ModelProto") -> tuple[onnx.ModelProto, str]:
@@ -87,14 +90,21 @@ class _Importer:
         self.opset = default_opset(model)
         self.values: dict[str, Value] = {}
         self.problems: list[str] = []
+        self.expansions = 0
 
     def run(self) -> Graph:
         graph = Graph(name=self.g.name)
         self._initializers()
         graph.inputs = self._inputs()
-        nodes = self._nodes()
-        for node in nodes:
-            self._type_node(node)
+        work = self._nodes()[::-1]        # a stack: expansions are typed before what follows
+        nodes: list[Node] = []
+        while work:
+            node = work.pop()
+            expansion = self._type_node(node)
+            if expansion:
+                work.extend(reversed(expansion))
+            else:
+                nodes.append(node)
         if self.problems:
             raise UnsupportedError(f"{len(self.problems)} problem(s) stop compilation",
                                    problems=self.problems)
@@ -229,10 +239,11 @@ class _Importer:
             raise GraphError("the graph has a cycle through this node", node=stuck.name,
                              op=stuck.op) from None
 
-    def _node(self, proto: onnx.NodeProto) -> Node:
+    def _node(self, proto: onnx.NodeProto, opset: int | None = None) -> Node:
         domain = "" if proto.domain in _DEFAULT_DOMAINS else proto.domain
-        opset = next((o.version for o in self.model.opset_import
-                      if (o.domain or "") == domain or (domain == "" and o.domain == "ai.onnx")), 0)
+        if opset is None:
+            opset = next((o.version for o in self.model.opset_import if (o.domain or "") == domain
+                          or (domain == "" and o.domain == "ai.onnx")), 0)
         try:
             schema = onnx.defs.get_schema(proto.op_type, opset, domain)
         except onnx.defs.SchemaError:
@@ -265,8 +276,36 @@ class _Importer:
                                            op=proto.op_type) from None
         return attrs
 
-    def _type_node(self, node: Node) -> None:
-        """Infer output types; fold the node when all its inputs are constants."""
+    def _expand(self, node: Node) -> list[Node] | None:
+        """`node` replaced by the nodes of its ONNX function body, or None when it has none."""
+        self.expansions += 1
+        if self.expansions > _MAX_EXPANSIONS:
+            return None
+        fn = function_body(node, [v.type if v is not None else None for v in node.inputs])
+        if fn is None:
+            return None
+        opsets = function_opsets(fn)
+        env: dict[str, Value | None] = dict(zip(fn.input, node.inputs))
+        results = dict(zip(fn.output, node.outputs))
+        inner_nodes = []
+        for proto in bound_nodes(fn, node.attrs):
+            inner = self._node(proto, opsets.get(proto.domain or "", node.opset))
+            inner.attrs.pop("__outnames")
+            inner.name = f"{node.name}/{proto.op_type}"
+            inner.inputs = [env.get(name) if name else None for name in proto.input]
+            for k, name in enumerate(proto.output):
+                if name in results:                 # the function's outputs are the node's
+                    inner.outputs[k] = results[name]
+                    results[name].producer = inner
+                env[name] = inner.outputs[k]
+            inner_nodes.append(inner)
+        return inner_nodes
+
+    def _type_node(self, node: Node) -> list[Node] | None:
+        """Infer output types; fold the node when all its inputs are constants.
+
+        Returns the nodes to type instead when the op is expanded into its function body.
+        """
         where = f"node {node.name!r} ({node.op}, opset {node.opset})"
         if any(v is not None and v.type is _UNKNOWN for v in node.inputs):
             _mark_unknown(node)       # an earlier problem already explains this node
@@ -278,6 +317,10 @@ class _Importer:
         opdef = get_op(node.op)
         foldable = (node.op not in _NEVER_FOLD and not subgraphs
                     and all(v is None or v.is_const for v in node.inputs))
+        if opdef is None and not foldable and not subgraphs:
+            expansion = self._expand(node)
+            if expansion:
+                return expansion
         if opdef is None and not foldable:
             self.problems.append(f"{where}: op {node.op} is not supported")
             return _mark_unknown(node)

@@ -1,0 +1,200 @@
+"""Pooling: MaxPool, AveragePool, LpPool, their Global forms, and MaxUnpool.
+
+Every pool is one loop nest (`emit_pool`): for each (image, channel) plane and each output
+position, the window is clipped to the input once per axis (the shared window helpers, so
+no padding test runs per tap), and a `Reduction` folds the taps: max, sum / count, or the
+p-norm. Pads never contribute a value; AveragePool's count_include_pad only changes the divisor.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.graph import dtypes as dt
+from ember.graph.dtypes import DType
+from ember.graph.ir import Node, TensorType
+from ember.lower.indexing import offset_expr, strides
+from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr, parallel_for,
+                              sliding_window, spatial_rank, transposed_window)
+from ember.render.cwriter import c_float, c_literal
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a pool folds its window, as C over the accumulator `acc` and the tap value `v`."""
+    init: str
+    step: str            # statement
+    result: str          # expression of acc and cnt (the divisor of an average)
+
+
+def _max(t: DType, with_index: bool) -> Reduction:
+    # Starts at the lowest finite value and skips NaN taps, as onnxruntime does.
+    lowest = np.finfo(t.numpy).min if t.is_float else np.iinfo(t.numpy).min
+    update = "{ acc = v; best = idx; }" if with_index else "acc = v;"
+    return Reduction(c_literal(lowest, t), f"if (v > acc) {update}", "acc")
+
+
+def _average(t: DType) -> Reduction:
+    return Reduction(f"({t.c})0", "acc += v;", f"acc / ({t.c})cnt")
+
+
+def _lp(t: DType, p: float) -> Reduction:
+    fn = (lambda name: name + "f") if t.c == "float" else (lambda name: name)
+    if p == 1:
+        return Reduction(f"({t.c})0", f"acc += {fn('fabs')}(v);", "acc")
+    if p == 2:
+        return Reduction(f"({t.c})0", "acc += v * v;", f"{fn('sqrt')}(acc)")
+    return Reduction(f"({t.c})0", f"acc += {fn('pow')}({fn('fabs')}(v), {c_float(p, t.c)});",
+                     f"{fn('pow')}(acc, {c_float(1.0 / p, t.c)})")
+
+
+def _p_attr(node: Node) -> float:
+    p = float(node.attrs.get("p", 2))
+    if not p > 0 or math.isinf(p):
+        raise fail(node, f"p must be a positive number, got {p}")
+    return p
+
+
+def pool_window(node: Node) -> tuple[tuple[int, ...], Window]:
+    """The input shape and the window of a pool node (Global pools: the whole plane)."""
+    shape = node.inputs[0].type.shape
+    rank = spatial_rank(node, shape)
+    if node.op.startswith("Global"):
+        ones = (1,) * rank
+        return shape, Window(shape[2:], ones, ones, (0,) * rank, (0,) * rank, ones)
+    ceil_mode = bool(node.attrs.get("ceil_mode", 0))
+    return shape, sliding_window(node, shape[2:], kernel_attr(node, rank), ceil_mode)
+
+
+def _reduction(node: Node) -> Reduction:
+    t = node.inputs[0].type.dtype
+    if node.op.endswith("MaxPool"):
+        return _max(t, len(node.outputs) > 1)
+    if node.op.endswith("AveragePool"):
+        return _average(t)
+    return _lp(t, _p_attr(node))
+
+
+@register_op("MaxPool", "AveragePool", "LpPool", "GlobalMaxPool", "GlobalAveragePool",
+             "GlobalLpPool")
+class Pool(OpDef):
+    dtypes = dt.FLOATS
+
+    def check(self, node: Node) -> list[str]:
+        x = node.input(0)
+        if node.op == "MaxPool" and x is not None and x.type.dtype in (dt.I8, dt.U8):
+            return []
+        return super().check(node)
+
+    def infer(self, node: Node) -> list[TensorType]:
+        if node.input(0) is None:
+            raise fail(node, "needs an input X")
+        if "LpPool" in node.op:
+            _p_attr(node)
+        shape, win = pool_window(node)
+        out = TensorType(node.inputs[0].type.dtype, shape[:2] + win.out)
+        if len(node.outputs) > 1:
+            if node.op != "MaxPool":
+                raise fail(node, f"has {len(node.outputs)} outputs, expected 1")
+            if node.attrs.get("storage_order", 0) not in (0, 1):
+                raise fail(node, "storage_order must be 0 or 1")
+            return [out, TensorType(dt.I64, out.shape)]
+        return [out]
+
+    def flops(self, node: Node) -> int:
+        _, win = pool_window(node)
+        return node.outputs[0].type.size * math.prod(win.kernel)
+
+    def lower(self, node: Node, ctx) -> None:
+        shape, win = pool_window(node)
+        emit_pool(ctx, shape, win, _reduction(node),
+                  counts_pad=bool(node.attrs.get("count_include_pad", 0)),
+                  column_major=bool(node.attrs.get("storage_order", 0)))
+
+
+def emit_pool(ctx, shape: tuple[int, ...], win: Window, red: Reduction, counts_pad: bool = False,
+              column_major: bool = False) -> None:
+    """The pooling loop nest; a second output, when present, gets MaxPool's argmax indices."""
+    w, T = ctx.w, ctx.node.inputs[0].type.dtype
+    in_sp, out_sp = shape[2:], win.out
+    planes, in_plane, out_plane = shape[0] * shape[1], math.prod(in_sp), math.prod(out_sp)
+    rank = len(in_sp)
+    if planes * out_plane == 0:
+        return
+    # MaxPool's indices: flat over the whole input; storage_order 1 numbers the spatial axes
+    # column-major (the first axis varies fastest).
+    row_st = strides(in_sp)
+    index_st = tuple(math.prod(in_sp[:d]) for d in range(rank)) if column_major else row_st
+    parallel_for(w, ctx.schedule.threads, planes)
+    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"), contextlib.ExitStack() as loops:
+        w.line(f"const {T.c} *restrict xp = {ctx.ins[0]} + nc * {in_plane};")
+        counts = []
+        for d in range(rank):
+            o, s, pb = f"o{d}", win.strides[d], win.pads_begin[d]
+            loops.enter_context(w.block(f"for (int64_t {o} = 0; {o} < {out_sp[d]}; ++{o})"))
+            emit_valid_range(w, f"q{d}", win.kernel[d], win.dilations[d], f"{o} * {s} - {pb}",
+                             in_sp[d])
+            if counts_pad:   # taps inside the padded input, beyond it only through ceil_mode
+                emit_valid_range(w, f"p{d}", win.kernel[d], win.dilations[d], f"{o} * {s}",
+                                 in_sp[d] + pb + win.pads_end[d])
+            counts.append(f"(p{d}_hi - p{d}_lo)" if counts_pad else f"(q{d}_hi - q{d}_lo)")
+        w.line(f"{T.c} acc = {red.init};")
+        if len(ctx.outs) > 1:
+            w.line("int64_t best = -1;")
+        with contextlib.ExitStack() as taps:
+            pos = "0"
+            for d in range(rank):
+                k = f"k{d}"
+                taps.enter_context(w.block(f"for (int64_t {k} = q{d}_lo; {k} < q{d}_hi; ++{k})"))
+                w.line(f"const int64_t i{d} = q{d}_o + {k} * {win.dilations[d]}, "
+                       f"x{d} = {pos} + i{d} * {row_st[d]};")
+                pos = f"x{d}"
+            w.line(f"const {T.c} v = xp[{pos}];")
+            if len(ctx.outs) > 1:
+                idx = offset_expr([f"i{d}" for d in range(rank)], index_st)
+                w.line(f"const int64_t idx = {idx};")
+            w.line(red.step)
+        if "cnt" in red.result:
+            w.line(f"const int64_t cnt = {' * '.join(counts)};")
+        flat = f"nc * {out_plane} + {offset_expr([f'o{d}' for d in range(rank)], strides(out_sp))}"
+        w.line(f"{ctx.outs[0]}[{flat}] = {red.result};")
+        if len(ctx.outs) > 1:
+            w.line(f"{ctx.outs[1]}[{flat}] = best < 0 ? -1 : nc * {in_plane} + best;")
+
+
+@register_op("MaxUnpool")
+class MaxUnpool(OpDef):
+    dtypes = dt.FLOATS
+
+    def infer(self, node: Node) -> list[TensorType]:
+        x, idx = node.input(0), node.input(1)
+        if x is None or idx is None:
+            raise fail(node, "needs an input X and indices I")
+        if idx.type.dtype != dt.I64 or idx.type.shape != x.type.shape:
+            raise fail(node, f"indices must be i64 of the input's shape {list(x.type.shape)}, "
+                       f"got {idx.type}")
+        shape = x.type.shape
+        rank = spatial_rank(node, shape)
+        given = const_ints(node, 2, "output_shape")
+        if given is None:
+            out = shape[:2] + transposed_window(node, shape[2:], kernel_attr(node, rank)).out
+        else:
+            if len(given) != len(shape) or given[:2] != shape[:2] or min(given) < 0:
+                raise fail(node, f"output_shape {list(given)} does not fit an input of shape "
+                           f"{list(shape)}")
+            out = given
+        return [TensorType(x.type.dtype, out)]
+
+    def lower(self, node: Node, ctx) -> None:
+        # Indices are flat positions in the output (as onnxruntime and PyTorch read them, also
+        # when output_shape is given); ones outside it are skipped.
+        w, out = ctx.w, node.outputs[0].type
+        with w.loops((out.size,), "z") as (z,):
+            w.line(f"{ctx.outs[0]}[{z}] = ({out.dtype.c})0;")
+        with w.loops((node.inputs[0].type.size,), "j") as (j,):
+            w.line(f"const int64_t at = {ctx.ins[1]}[{j}];")
+            w.line(f"if (at >= 0 && at < {out.size}) {ctx.outs[0]}[at] = {ctx.ins[0]}[{j}];")

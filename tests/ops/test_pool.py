@@ -1,0 +1,166 @@
+"""Pooling against onnxruntime: Max/Average/Lp pools, their Global forms, MaxUnpool."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import ember
+from conftest import check_model, check_node, make_model
+from ember.errors import EmberError
+
+WINDOWS = [
+    # (x shape, attrs)
+    ((1, 1, 9), {"kernel_shape": [3]}),
+    ((2, 3, 10), {"kernel_shape": [2], "strides": [3], "pads": [1, 1]}),
+    ((2, 3, 7, 9), {"kernel_shape": [3, 3]}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 2, 1]}),
+    ((1, 2, 9, 9), {"kernel_shape": [2, 2], "strides": [3, 4]}),            # stride > kernel
+    ((1, 2, 7, 8), {"kernel_shape": [1, 1], "strides": [2, 2]}),            # 1x1
+    ((2, 2, 1, 5), {"kernel_shape": [1, 3], "pads": [0, 1, 0, 1]}),         # size-1 axis
+    ((1, 2, 8, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 1, 5, 6), {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                    "ceil_mode": 1}),                                       # last window dropped
+    ((1, 2, 5, 6, 7), {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "pads": [1, 1, 0, 0, 1, 1]}),
+]
+AUTO_PADS = [
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}),
+    ((1, 2, 7, 8), {"kernel_shape": [2, 3], "strides": [2, 3], "auto_pad": "SAME_UPPER"}),
+    ((1, 2, 7, 8), {"kernel_shape": [2, 3], "strides": [2, 3], "auto_pad": "SAME_LOWER"}),
+    ((1, 2, 7, 8), {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "VALID"}),
+]
+
+
+def _x(rng, shape, dtype=np.float32):
+    if np.dtype(dtype).kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
+@pytest.mark.parametrize("x_shape,attrs", WINDOWS + AUTO_PADS)
+def test_max_pool(x_shape, attrs, rng):
+    check_node("MaxPool", {"x": _x(rng, x_shape)}, attrs, n_outputs=2)
+
+
+@pytest.mark.parametrize("x_shape,attrs", [
+    ((1, 2, 9, 9), {"kernel_shape": [3, 2], "dilations": [2, 3]}),
+    ((1, 1, 10, 9), {"kernel_shape": [2, 2], "dilations": [2, 2], "strides": [2, 1],
+                     "pads": [1, 1, 1, 0], "ceil_mode": 1}),
+    ((1, 1, 11), {"kernel_shape": [3], "dilations": [3], "pads": [2, 2]}),
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_dilations(op, x_shape, attrs, rng):
+    check_node(op, {"x": _x(rng, x_shape)}, attrs, n_outputs=2 if op == "MaxPool" else 1,
+               opset=19)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_max_pool_storage_order(dims, rng):
+    shape = (2, 2, 5, 6, 7)[:2 + dims]
+    attrs = {"kernel_shape": [2] * dims, "strides": [2] * dims, "storage_order": 1,
+             "pads": [1] * dims + [0] * dims}
+    check_node("MaxPool", {"x": _x(rng, shape)}, attrs, n_outputs=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int8, np.uint8])
+def test_max_pool_dtypes(dtype, rng):
+    check_node("MaxPool", {"x": _x(rng, (2, 3, 7, 6), dtype)},
+               {"kernel_shape": [3, 2], "pads": [1, 1, 1, 0], "strides": [2, 1]}, n_outputs=2)
+
+
+def test_max_pool_nan_inf():
+    # NaN taps are skipped; a window of only -inf gives the lowest finite value (onnxruntime).
+    x = np.array([[[1, np.nan, 3, -np.inf, np.inf, 5, np.nan, 2, -np.inf, -np.inf]]], np.float32)
+    check_node("MaxPool", {"x": x}, {"kernel_shape": [2], "strides": [2]})
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("x_shape,attrs", WINDOWS + AUTO_PADS)
+def test_average_pool(count_include_pad, x_shape, attrs, rng):
+    check_node("AveragePool", {"x": _x(rng, x_shape)},
+               {**attrs, "count_include_pad": count_include_pad})
+
+
+def test_average_pool_double(rng):
+    # onnxruntime has no double AveragePool or Global pools: the reference evaluator checks them
+    check_node("AveragePool", {"x": _x(rng, (2, 3, 7, 6), np.float64)},
+               {"kernel_shape": [3, 2], "pads": [1, 1, 1, 0], "count_include_pad": 1},
+               oracle="reference", rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("x_shape,attrs", [WINDOWS[1], WINDOWS[3], WINDOWS[9], AUTO_PADS[1]])
+def test_lp_pool(p, x_shape, attrs, rng):
+    check_node("LpPool", {"x": _x(rng, x_shape)}, {**attrs, "p": p})
+
+
+def test_lp_pool_ceil_dilations(rng):
+    check_node("LpPool", {"x": _x(rng, (1, 2, 9, 8))},
+               {"kernel_shape": [2, 2], "dilations": [2, 1], "strides": [2, 2], "ceil_mode": 1,
+                "p": 2}, opset=18)
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"])
+@pytest.mark.parametrize("shape", [(2, 3, 7), (2, 3, 5, 6), (1, 2, 3, 1, 4), (2, 3, 1, 1)])
+def test_global_pools(op, shape, rng):
+    check_node(op, {"x": _x(rng, shape)})
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+def test_global_pools_double(op, rng):
+    check_node(op, {"x": _x(rng, (2, 3, 4, 5), np.float64)}, oracle="reference", rtol=1e-12,
+               atol=1e-12)
+
+
+def test_global_lp_pool_p(rng):
+    check_node("GlobalLpPool", {"x": _x(rng, (2, 3, 4, 5))}, {"p": 3})
+
+
+def test_pool_empty_batch(rng):
+    check_node("MaxPool", {"x": _x(rng, (0, 2, 5, 5))}, {"kernel_shape": [2, 2]})
+
+
+def test_pool_threads(rng):
+    x = _x(rng, (2, 3, 9, 8))
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = make_model([node], {"x": x}, ["y", "i"])
+    single, threaded = (ember.compile(model, threads=t).run({"x": x}) for t in (1, 2))
+    for name in ("y", "i"):
+        np.testing.assert_array_equal(single[name], threaded[name])
+
+
+@pytest.mark.parametrize("x_shape,attrs", [
+    ((1, 2, 6, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ((2, 1, 7, 5), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1]}),
+    ((1, 2, 9), {"kernel_shape": [3], "strides": [3]}),
+])
+@pytest.mark.parametrize("with_shape", [False, True])
+def test_max_unpool(x_shape, attrs, with_shape, rng):
+    """MaxPool's values and indices fed to MaxUnpool, optionally with an explicit output shape."""
+    x = _x(rng, x_shape)
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], **attrs)
+    inputs, inits = ["p", "i"], {}
+    if with_shape:
+        inputs.append("s")
+        inits["s"] = np.array(x_shape, np.int64)
+    unpool = helper.make_node("MaxUnpool", inputs, ["y"], **{k: v for k, v in attrs.items()})
+    check_model(make_model([pool, unpool], {"x": x}, ["y"], inits), {"x": x})
+
+
+@pytest.mark.parametrize("op,attrs,message", [
+    ("MaxPool", {}, "kernel_shape is required"),
+    ("MaxPool", {"kernel_shape": [9, 2]}, "larger than the padded input"),
+    ("AveragePool", {"kernel_shape": [2, 2], "pads": [1, 1]}, "pads"),
+    ("AveragePool", {"kernel_shape": [2, 2], "strides": [1, 0]}, "strides"),
+    ("LpPool", {"kernel_shape": [2, 2], "p": 0}, "p must be"),
+])
+def test_pool_errors(op, attrs, message, rng):
+    x = _x(rng, (1, 1, 4, 4))
+    with pytest.raises(EmberError, match=message):
+        ember.compile(make_model([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": x}, ["y"]))
+
+
+def test_pool_rejects_integer_average(rng):
+    x = _x(rng, (1, 1, 4, 4), np.int8)
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2])
+    with pytest.raises(EmberError, match="element type i8"):
+        ember.compile(make_model([node], {"x": x}, ["y"]))

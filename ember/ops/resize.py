@@ -26,6 +26,8 @@ _TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "alig
                "asymmetric", "tf_crop_and_resize", "tf_half_pixel_for_nn")
 _NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 _POLICIES = ("stretch", "not_larger", "not_smaller")
+#: per-axis tables become C source text: bound them (a few MB of source at most)
+MAX_TABLE_ENTRIES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def plan(node: Node) -> Plan:
             for a in axes:
                 scale[a], shape[a] = common, int(common * in_shape[a] + 0.5)
     roi = _roi(node, rank, axes) if s.transform == "tf_crop_and_resize" else None
-    tables = []
+    tables, entries = [], 0
     for a in range(rank):
         trivial_roi = roi is None or (math.isclose(roi[a], 0.0) and math.isclose(roi[a + rank], 1.0))
         if math.isclose(scale[a], 1.0) and shape[a] == in_shape[a] and trivial_roi:
@@ -175,6 +177,10 @@ def plan(node: Node) -> Plan:
         if shape[a] == 0:
             continue        # empty output: nothing is read
         pair = None if roi is None else (roi[a], roi[a + rank])
+        entries += shape[a] * _taps(s, scale[a])
+        if entries > MAX_TABLE_ENTRIES:
+            raise unsupported(node, f"resizing to {shape} needs interpolation tables larger "
+                              f"than the {MAX_TABLE_ENTRIES} entries Ember writes into a kernel")
         tables.append(_axis_table(s, a, in_shape[a], shape[a], scale[a], pair))
     return Plan(tuple(shape), s, tables)
 
@@ -230,18 +236,27 @@ def _nearest_index(s: Settings, x: np.ndarray, scale: float) -> np.ndarray:
     return base.astype(np.int64) + up
 
 
+def _antialias_start(s: Settings, scale: float) -> int:
+    """First tap offset of the antialiased kernel, stretched by 1/scale when downsampling."""
+    support = 1 if s.mode == "linear" else 2
+    return int(np.floor(-support / min(scale, 1.0)) + 1)
+
+
+def _taps(s: Settings, scale: float) -> int:
+    if s.mode == "nearest":
+        return 1
+    if s.antialias:
+        return 2 - 2 * _antialias_start(s, scale)
+    return 2 if s.mode == "linear" else 4
+
+
 def _coeffs(s: Settings, ratio: np.ndarray, scale: float) -> np.ndarray:
     """[out, taps] interpolation weights for fractional positions `ratio` in (0, 1]."""
     r = ratio[:, None]
     if s.antialias:
-        sc = min(scale, 1.0)
-        if s.mode == "linear":
-            start = int(np.floor(-1 / sc) + 1)
-            args = (np.arange(start, 2 - start) - r) * sc
-            c = np.clip(1 - np.abs(args), 0, 1)
-        else:
-            start = int(np.floor(-2 / sc) + 1)
-            c = _cubic_kernel(np.abs(sc * (np.arange(start, 2 - start) - r)), s.cubic_a)
+        sc, start = min(scale, 1.0), _antialias_start(s, scale)
+        args = np.abs((np.arange(start, 2 - start) - r) * sc)
+        c = np.clip(1 - args, 0, 1) if s.mode == "linear" else _cubic_kernel(args, s.cubic_a)
         return c / c.sum(axis=1, keepdims=True)
     if s.mode == "linear":
         return np.concatenate([1 - r, r], axis=1)

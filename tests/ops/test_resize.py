@@ -179,3 +179,11 @@ def test_bad_attributes_fail_cleanly(attrs, scales, sizes, msg):
     model = make_model([node], {"x": x}, ["y"], {"s": np.array(scales, np.float32)}, opset=19)
     with pytest.raises(EmberError, match=msg):
         ember.compile(model)
+
+
+def test_huge_tables_are_refused():
+    x = np.zeros((4,), np.float32)
+    model = make_model([helper.make_node("Resize", ["x", "", "", "n"], ["y"], mode="linear")],
+                       {"x": x}, ["y"], {"n": np.array([1 << 21], np.int64)}, opset=13)
+    with pytest.raises(EmberError, match="tables"):
+        ember.compile(model)

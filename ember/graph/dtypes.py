@@ -34,6 +34,8 @@ def _d(name: str, onnx_type: int, np_type: type, c: str) -> DType:
     return DType(name, onnx_type, np.dtype(np_type), c)
 
 
+# _Float16 (C23, GCC 12+ and Clang on x86-64 and Arm64) computes in float and rounds on store.
+F16 = _d("f16", TensorProto.FLOAT16, np.float16, "_Float16")
 F32 = _d("f32", TensorProto.FLOAT, np.float32, "float")
 F64 = _d("f64", TensorProto.DOUBLE, np.float64, "double")
 I8 = _d("i8", TensorProto.INT8, np.int8, "int8_t")
@@ -46,8 +48,8 @@ U32 = _d("u32", TensorProto.UINT32, np.uint32, "uint32_t")
 U64 = _d("u64", TensorProto.UINT64, np.uint64, "uint64_t")
 BOOL = _d("bool", TensorProto.BOOL, np.bool_, "uint8_t")
 
-ALL = (F32, F64, I8, I16, I32, I64, U8, U16, U32, U64, BOOL)
-FLOATS = (F32, F64)
+ALL = (F16, F32, F64, I8, I16, I32, I64, U8, U16, U32, U64, BOOL)
+FLOATS = (F16, F32, F64)
 INTS = (I8, I16, I32, I64, U8, U16, U32, U64)
 NUMERIC = FLOATS + INTS
 

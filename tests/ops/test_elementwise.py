@@ -88,3 +88,12 @@ def test_prelu_gelu(rng):
     check_node("PRelu", {"x": x}, initializers={"s": rng.standard_normal((3, 1)).astype(np.float32)})
     check_node("Gelu", {"x": x}, opset=20)
     check_node("Gelu", {"x": x}, {"approximate": "tanh"}, opset=20)
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul", "Relu", "Sigmoid", "Max"])
+def test_float16(op, rng):
+    """fp16 computes through _Float16: within fp16 rounding of onnxruntime's result."""
+    a = rng.standard_normal((3, 7)).astype(np.float16)
+    b = rng.standard_normal((7,)).astype(np.float16)
+    feeds = {"a": a} if op in ("Relu", "Sigmoid") else {"a": a, "b": b}
+    check_node(op, feeds, rtol=2e-3, atol=1e-3)

@@ -99,7 +99,7 @@ def _problems(node: Node) -> list[str]:
 
 
 def _const(node: Node, k: int, what: str) -> np.ndarray | None:
-    """Input k as a flat float64/int64 array; None when omitted or empty."""
+    """Constant input k, flattened; None when omitted or empty."""
     v = node.input(k)
     if v is None or v.type.size == 0:
         return None

@@ -14,7 +14,6 @@ from ember.zoo import ZOO, input_ranges, random_inputs
 RTOL, ATOL = 1e-4, 1e-5
 #: whole networks: seconds to compile and run each; the rest are blocks or tiny nets
 SLOW = {"resnet18", "mobilenet_v2", "bert_encoder"}
-MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in ZOO]
 FAST = [name for name in ZOO if name not in SLOW]
 
 
@@ -64,11 +63,22 @@ def test_builders_are_deterministic():
     assert ZOO["small_cnn"]().SerializeToString() == ZOO["small_cnn"]().SerializeToString()
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_zoo_model_matches_onnxruntime(name):
+#: models whose graphs the optimizing passes rewrite most (BN folding, epilogue and
+#: elementwise fusion): also checked unoptimized, where every op runs as its own kernel
+UNOPTIMIZED = ["small_cnn", "resnet8", "bert_tiny", "efficientnet_block", "mobilenetv3_block"]
+
+
+def _cases() -> list:
+    cases = [(name, 3) for name in ZOO] + [(name, 0) for name in UNOPTIMIZED]
+    return [pytest.param(*c, id=f"{c[0]}-O{c[1]}",
+                         marks=[pytest.mark.slow] if c[0] in SLOW else []) for c in cases]
+
+
+@pytest.mark.parametrize("name,opt_level", _cases())
+def test_zoo_model_matches_onnxruntime(name, opt_level):
     model = zoo_model(name)
     feeds = random_inputs(model, seed=1)
-    compiled = ember.compile(model)
+    compiled = ember.compile(model, opt_level=opt_level)
     got = compiled.run(feeds)
     want = run_ort(model, feeds)
     assert [o.name for o in compiled.outputs] == [o.name for o in model.graph.output]

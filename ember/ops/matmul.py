@@ -169,9 +169,9 @@ def _final_value(p: GemmProblem, bv: list[str]) -> str:
     if p.alpha == 1 and (c is None or p.beta == 1):
         return f"({T})(acc[jj]{f' + {_widen(t, c)}' if c else ''})"
     # Non-unit alpha/beta on integers: computed in double and truncated, as numpy does.
-    value = f"(double)({T})acc[jj] * {p.alpha!r}"
+    value = f"(double)({T})acc[jj] * {c_literal(p.alpha, dt.F64)}"
     if c is not None:
-        value += f" + (double){c} * {p.beta!r}"
+        value += f" + (double){c} * {c_literal(p.beta, dt.F64)}"
     return f"({T})({value})"
 
 
@@ -198,10 +198,14 @@ def _same_dtypes(node: Node, values) -> None:
                    + ", ".join(sorted(str(k) for k in kinds)))
 
 
-@register_op("MatMul")
-class MatMul(OpDef):
+class _GemmOp(OpDef):
+    """An op that is one GemmProblem: inference, flops and lowering all come from it."""
     dtypes = GEMM_DTYPES
     accepts_epilogue = True
+
+    def problem(self, node: Node, names: list[str | None] | None = None) -> GemmProblem:
+        """The product `node` computes; `names` are the C names of its inputs."""
+        raise NotImplementedError
 
     def infer(self, node: Node) -> list[TensorType]:
         return [TensorType(node.inputs[0].type.dtype, self.problem(node).out_shape)]
@@ -212,7 +216,10 @@ class MatMul(OpDef):
     def lower(self, node: Node, ctx) -> None:
         emit_gemm(ctx, self.problem(node, ctx.ins))
 
-    def problem(self, node: Node, names: list[str] | None = None) -> GemmProblem:
+
+@register_op("MatMul")
+class MatMul(_GemmOp):
+    def problem(self, node: Node, names: list[str | None] | None = None) -> GemmProblem:
         """numpy matmul: a 1-D A is a row (its dim dropped), a 1-D B a column; batch dims
         broadcast."""
         inputs = own_inputs(node)
@@ -237,19 +244,7 @@ class MatMul(OpDef):
 
 
 @register_op("Gemm")
-class Gemm(OpDef):
-    dtypes = GEMM_DTYPES
-    accepts_epilogue = True
-
-    def infer(self, node: Node) -> list[TensorType]:
-        return [TensorType(node.inputs[0].type.dtype, self.problem(node).out_shape)]
-
-    def flops(self, node: Node) -> int:
-        return self.problem(node).flops()
-
-    def lower(self, node: Node, ctx) -> None:
-        emit_gemm(ctx, self.problem(node, ctx.ins))
-
+class Gemm(_GemmOp):
     def problem(self, node: Node, names: list[str | None] | None = None) -> GemmProblem:
         """Y = alpha * A'.B' + beta * C, A' and B' optionally transposed, C broadcast to (M, N)."""
         inputs = own_inputs(node)
@@ -276,7 +271,14 @@ class Gemm(OpDef):
                 raise fail(node, f"C of shape {list(cs)} does not broadcast to ({m}, {n})")
             c_op = Operand(nc, (), *broadcast_strides(cs, (m, n)))
         return GemmProblem(a.type.dtype, (), m, n, k, a_op, b_op, c_op,
-                           float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0)))
+                           _float_attr(node, "alpha"), _float_attr(node, "beta"))
+
+
+def _float_attr(node: Node, name: str) -> float:
+    value = node.attrs.get(name, 1.0)
+    if not isinstance(value, (int, float)):
+        raise fail(node, f"attribute {name} must be a number, got {value!r}")
+    return float(value)
 
 
 @register_op("Det")

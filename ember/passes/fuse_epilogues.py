@@ -2,11 +2,12 @@
 
 From a node whose OpDef accepts an epilogue, follow output 0 into the elementwise nodes after
 it (bias Add, activation, residual Add, x * sigmoid(x) ...) while every value but the last is
-read only inside the group and is not a graph output, and each node keeps the producer's shape
-and dtype. The group becomes `attrs["epilogue"]`, a Program whose input 0 is the accumulator and whose inputs 1..
-are the group's other operands, appended to the node's inputs (after padding the node's own
-optional inputs with None, so `node.input(k)` still means what the op says). The node then
-produces the chain's last value, standing where the chain's last node stood.
+read only inside the group and is not a graph output, and each node keeps the producer's
+shape and dtype. The group becomes `attrs["epilogue"]`, a Program whose input 0 is the
+accumulator and whose inputs 1.. are the group's other operands, appended to the node's
+inputs (after padding the node's own optional inputs with None, so `node.input(k)` still
+means what the op says). The node then produces the group's last value, standing where the
+group's last node stood.
 
     before:  %1 = Conv(%0 x, const f32[8,3,3,3]) {...} : f32[1,8,6,6]
              %2 = Add(%1, const f32[1,8,1,1]) : f32[1,8,6,6]
@@ -107,16 +108,16 @@ class _Scope:
                 and not any(u in node.outputs[1:] for u in r.inputs))
 
 
-def _absorb(node: Node, chain: list[Node]) -> None:
-    """Rewrite `node` to compute `chain` (a group in graph order) too, extending an epilogue it
+def _absorb(node: Node, group: list[Node]) -> None:
+    """Rewrite `node` to compute `group` (a group in graph order) too, extending an epilogue it
     already has."""
     program: Program | None = node.attrs.get("epilogue")
     n_extra = len(program.input_types) - 1 if program is not None else 0
     own = _padded(node, node.inputs[:len(node.inputs) - n_extra])
     extra: list[Value] = list(node.inputs[len(node.inputs) - n_extra:]) if n_extra else []
-    # Gather the chain's other operands first: program input refs must precede step refs.
-    inside = {node.outputs[0].id} | {n.outputs[0].id for n in chain}
-    for n in chain:
+    # Gather the group's other operands first: program input refs must precede step refs.
+    inside = {node.outputs[0].id} | {n.outputs[0].id for n in group}
+    for n in group:
         for u in operands(n):
             if u.id not in inside and all(u is not e for e in extra):
                 extra.append(u)
@@ -125,13 +126,13 @@ def _absorb(node: Node, chain: list[Node]) -> None:
     ref.update((u.id, 1 + k) for k, u in enumerate(extra))
     if program is not None:     # replay the existing steps over the new input numbering
         ref[node.outputs[0].id] = _replay(fused, program)
-    for n in chain:
+    for n in group:
         ref[n.outputs[0].id] = append_step(fused, n, lambda u: ref[u.id])
     node.inputs = own + extra
-    node.outputs[0] = chain[-1].outputs[0]
+    node.outputs[0] = group[-1].outputs[0]
     node.outputs[0].producer = node
     node.attrs["epilogue"] = fused
-    node.attrs["fused_from"] = list(node.attrs.get("fused_from", [])) + [label(n) for n in chain]
+    node.attrs["fused_from"] = list(node.attrs.get("fused_from", [])) + [label(n) for n in group]
 
 
 def _replay(target: Program, source: Program) -> int:

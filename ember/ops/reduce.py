@@ -103,8 +103,9 @@ REDUCERS: dict[str, Reducer] = {
 }
 
 
-def reduce_axes(node: Node) -> tuple[set[int], bool]:
-    """The reduced axes of a Reduce node (normalized), and whether it is a no-op."""
+def reduce_axes(node: Node) -> set[int]:
+    """The reduced axes of a Reduce node, normalized; empty for a no-op (each element is then
+    reduced alone: ReduceSumSquare squares it, as onnxruntime does)."""
     rank = node.inputs[0].type.rank
     if node.opset >= REDUCERS[node.op].since:
         axes_in = node.input(1)
@@ -114,12 +115,11 @@ def reduce_axes(node: Node) -> tuple[set[int], bool]:
     else:
         axes = [int(a) for a in node.attrs.get("axes", [])]
     if not axes:
-        noop = bool(node.attrs.get("noop_with_empty_axes", 0))
-        return (set() if noop else set(range(rank))), noop
+        return set() if node.attrs.get("noop_with_empty_axes", 0) else set(range(rank))
     norm = [normalize_axis(node, a, rank) for a in axes]
     if len(set(norm)) != len(norm):
         raise fail(node, f"axes {axes} repeat an axis")
-    return set(norm), False
+    return set(norm)
 
 
 def reduced_shape(shape: tuple[int, ...], axes: set[int], keepdims: bool) -> tuple[int, ...]:
@@ -139,14 +139,14 @@ class Reduce(OpDef):
 
     def infer(self, node: Node) -> list[TensorType]:
         x = node.inputs[0].type
-        axes, _ = reduce_axes(node)
+        axes = reduce_axes(node)
         keepdims = bool(node.attrs.get("keepdims", 1))
         return [TensorType(x.dtype, reduced_shape(x.shape, axes, keepdims))]
 
     def lower(self, node: Node, ctx) -> None:
         x = node.inputs[0].type
         r = REDUCERS[node.op]
-        axes, _ = reduce_axes(node)
+        axes = reduce_axes(node)
         count = math.prod(x.shape[d] for d in axes)
         kept, red = reduction_loops(x.shape, axes)
         t = x.dtype

@@ -29,8 +29,8 @@ def positive(shape, rng, dtype=np.float32):
 
 
 @pytest.mark.parametrize("op", SUM_LIKE)
-@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([0, 2], 0), ([-1], 1), (None, 1),
-                                           (None, 0), ([2, 0, 1], 0), ([1, 2], 1)])
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([0, 2], 0), ([-1], 1), (None, 0),
+                                           ([2, 0, 1], 0)])
 def test_reduce_float(op, axes, keepdims, rng):
     x = positive((3, 4, 5), rng) if op in ("ReduceLogSum", "ReduceProd") else \
         rng.standard_normal((3, 4, 5)).astype(np.float32)
@@ -44,9 +44,10 @@ def test_reduce_attribute_axes_old_opset(op, rng):
 
 
 @pytest.mark.parametrize("op", SUM_LIKE)
-@pytest.mark.parametrize("shape,axes", [((2, 0, 3), [1]), ((0, 4), [1]), ((3,), [0]), ((), None)])
-def test_reduce_empty_and_scalar(op, shape, axes, rng):
-    reduce_node(op, positive(shape, rng), axes)
+def test_reduce_empty_and_scalar(op, rng):
+    for shape, axes in [((2, 0, 3), [1]), ((0, 4), [1]), ((3,), [0]), ((), None)]:
+        reduce_node(op, positive(shape, rng), axes)
+    reduce_node(op, positive((2, 1, 3), rng), [0, 1], keepdims=1)
 
 
 @pytest.mark.parametrize("op", ["ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceMean",

@@ -63,7 +63,8 @@ def test_reduce_noop_with_empty_axes(op, rng):
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
-                                "ReduceSumSquare", "ReduceLogSum", "ReduceMax", "ReduceMin"])
+                                "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+                                "ReduceMin"])
 def test_reduce_int(op, dtype, rng):
     lo = 1 if op == "ReduceLogSum" else -9
     x = rng.integers(lo, 10, (3, 5)).astype(dtype)

@@ -21,8 +21,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
 from ember.ops.registry import OpDef, fail, register_op
-from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, parallel_for,
-                              sliding_window, spatial_rank, transposed_window)
+from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
+                              parallel_for, sliding_window, spatial_rank, transposed_window)
 from ember.render.cwriter import CWriter
 
 
@@ -130,13 +130,13 @@ def emit_direct_conv(ctx, g: ConvGeometry) -> None:
     # in the "strided" one. Conv: dense = output (acc), strided = input; transposed: swapped.
     dense_sp, strided_sp = (g.in_sp, g.out_sp) if g.transposed else (g.out_sp, g.in_sp)
     threads = ctx.schedule.threads
-    parallel = parallel_for(w, threads, planes)
+    parallel = parallel_for(w, threads, planes, thread_id=True)
     scratch = ctx.request_scratch((threads if parallel else 1) * out_plane * T.itemsize)
     x, wt = ctx.ins[0], ctx.ins[1]
     with w.block(f"for (int64_t nm = 0; nm < {planes}; ++nm)"):
         w.line(f"const int64_t n = nm / {c_out}, m = nm % {c_out}, g = m / {mg};")
-        tid = "(int64_t)omp_get_thread_num()" if parallel else "0"
-        w.line(f"{T.c} *restrict acc = ({T.c} *){scratch} + {tid} * {out_plane};")
+        mine = f" + (int64_t)omp_get_thread_num() * {out_plane}" if parallel else ""
+        w.line(f"{T.c} *restrict acc = ({T.c} *){scratch}{mine};")
         bias = f"{ctx.ins[2]}[m]" if g.has_bias else f"({T.c})0"
         with w.loops((out_plane,), "z") as (z,):
             w.line(f"acc[{z}] = {bias};")
@@ -163,20 +163,19 @@ def _tap_loops(w: CWriter, ctype: str, win: Window, dense_sp: tuple[int, ...],
         for d in range(rank):
             loops.enter_context(w.block(f"for (int64_t k{d} = 0; k{d} < {win.kernel[d]}; ++k{d})"))
             emit_valid_range(w, f"r{d}", dense_sp[d], win.strides[d],
-                             f"k{d} * {win.dilations[d]} - {win.pads_begin[d]}", strided_sp[d])
+                             linear([(f"k{d}", win.dilations[d])], -win.pads_begin[d]),
+                             strided_sp[d])
         w.line(f"const {ctype} wv = wp[{offset_expr(kvars, strides(win.kernel))}];")
-        a, b = "0", "0"        # flat offsets of the current row in the dense and strided buffers
+        a = b = None        # flat offsets of the current row in the dense and strided buffers
         for d in range(rank):
             t, s = f"t{d}", win.strides[d]
             loops.enter_context(w.block(f"for (int64_t {t} = r{d}_lo; {t} < r{d}_hi; ++{t})"))
-            pos = f"{t} * {s} + r{d}_o" if s != 1 else f"{t} + r{d}_o"
+            dense_at = linear([(a, 1), (t, dense_st[d])])
+            strided_at = linear([(b, 1), (t, s * strided_st[d]), (f"r{d}_o", strided_st[d])])
             if d < rank - 1:
-                w.line(f"const int64_t a{d} = {a} + {t} * {dense_st[d]}, "
-                       f"b{d} = {b} + ({pos}) * {strided_st[d]};")
+                w.line(f"const int64_t a{d} = {dense_at}, b{d} = {strided_at};")
                 a, b = f"a{d}", f"b{d}"
+            elif dense == "acc":
+                w.line(f"acc[{dense_at}] += wv * {strided}[{strided_at}];")
             else:
-                dense_ref, strided_ref = f"{dense}[{a} + {t}]", f"{strided}[{b} + {pos}]"
-                if dense == "acc":
-                    w.line(f"{dense_ref} += wv * {strided_ref};")
-                else:
-                    w.line(f"{strided_ref} += wv * {dense_ref};")
+                w.line(f"{strided}[{strided_at}] += wv * {dense}[{dense_at}];")

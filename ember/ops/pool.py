@@ -18,8 +18,8 @@ from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
 from ember.ops.registry import OpDef, fail, register_op
-from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr, parallel_for,
-                              sliding_window, spatial_rank, transposed_window)
+from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr, linear,
+                              parallel_for, sliding_window, spatial_rank, transposed_window)
 from ember.render.cwriter import c_float, c_literal
 
 
@@ -136,22 +136,22 @@ def emit_pool(ctx, shape: tuple[int, ...], win: Window, red: Reduction, counts_p
         for d in range(rank):
             o, s, pb = f"o{d}", win.strides[d], win.pads_begin[d]
             loops.enter_context(w.block(f"for (int64_t {o} = 0; {o} < {out_sp[d]}; ++{o})"))
-            emit_valid_range(w, f"q{d}", win.kernel[d], win.dilations[d], f"{o} * {s} - {pb}",
+            emit_valid_range(w, f"q{d}", win.kernel[d], win.dilations[d], linear([(o, s)], -pb),
                              in_sp[d])
             if counts_pad:   # taps inside the padded input, beyond it only through ceil_mode
-                emit_valid_range(w, f"p{d}", win.kernel[d], win.dilations[d], f"{o} * {s}",
+                emit_valid_range(w, f"p{d}", win.kernel[d], win.dilations[d], linear([(o, s)]),
                                  in_sp[d] + pb + win.pads_end[d])
             counts.append(f"(p{d}_hi - p{d}_lo)" if counts_pad else f"(q{d}_hi - q{d}_lo)")
         w.line(f"{T.c} acc = {red.init};")
         if len(ctx.outs) > 1:
             w.line("int64_t best = -1;")
         with contextlib.ExitStack() as taps:
-            pos = "0"
+            pos = None
             for d in range(rank):
                 k = f"k{d}"
                 taps.enter_context(w.block(f"for (int64_t {k} = q{d}_lo; {k} < q{d}_hi; ++{k})"))
-                w.line(f"const int64_t i{d} = q{d}_o + {k} * {win.dilations[d]}, "
-                       f"x{d} = {pos} + i{d} * {row_st[d]};")
+                w.line(f"const int64_t i{d} = {linear([(f'q{d}_o', 1), (k, win.dilations[d])])}, "
+                       f"x{d} = {linear([(pos, 1), (f'i{d}', row_st[d])])};")
                 pos = f"x{d}"
             w.line(f"const {T.c} v = xp[{pos}];")
             if len(ctx.outs) > 1:

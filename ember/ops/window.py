@@ -15,6 +15,8 @@ from ember.ops.registry import fail, unsupported
 from ember.render.cwriter import CWriter
 
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+#: bound on kernel, stride, dilation and pad values, so generated index arithmetic cannot overflow
+_LARGEST = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ def int_attr(node: Node, name: str, count: int, default: int, minimum: int) -> t
         raise fail(node, f"attribute {name} must be a list of integers") from None
     if len(out) != count:
         raise fail(node, f"attribute {name} has {len(out)} values, expected {count}")
-    if any(v < minimum for v in out):
-        raise fail(node, f"attribute {name} values must be >= {minimum}, got {list(out)}")
+    if any(v < minimum or v > _LARGEST for v in out):
+        raise fail(node, f"attribute {name} values must be in [{minimum}, {_LARGEST}], "
+                   f"got {list(out)}")
     return out
 
 
@@ -160,6 +163,15 @@ def const_ints(node: Node, index: int, what: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in v.const.reshape(-1))
 
 
+def linear(terms: Sequence[tuple[str | None, int]], const: int = 0) -> str:
+    """C text of sum(var * scale) + const, leaving out absent vars, zero scales, "* 1", "+ 0"."""
+    parts = [v if k == 1 else f"{v} * {k}" for v, k in terms if v is not None and k != 0]
+    text = " + ".join(parts)
+    if const or not text:
+        text = f"{text} {'-' if const < 0 else '+'} {abs(const)}" if text else str(const)
+    return text
+
+
 def emit_valid_range(w: CWriter, name: str, count: int, stride: int, offset: str,
                      limit: int) -> None:
     """Declare `{name}_lo`, `{name}_hi`: the t in [0, count) with 0 <= t*stride + o < limit,
@@ -176,13 +188,14 @@ def emit_valid_range(w: CWriter, name: str, count: int, stride: int, offset: str
     w.line(f"if ({lo} > {hi}) {lo} = {hi};")
 
 
-def parallel_for(w: CWriter, threads: int, trips: int) -> bool:
+def parallel_for(w: CWriter, threads: int, trips: int, thread_id: bool = False) -> bool:
     """Mark the next loop parallel when the schedule asks for threads and there is work to share.
 
-    Returns whether it did (then `omp_get_thread_num()` is declared for per-thread scratch).
+    Returns whether it did; `thread_id` declares omp_get_thread_num() (for per-thread scratch).
     """
     if threads <= 1 or trips <= 1:
         return False
-    w.line("extern int omp_get_thread_num(void);")
+    if thread_id:
+        w.line("extern int omp_get_thread_num(void);")
     w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static)")
     return True

@@ -202,3 +202,8 @@ def test_conv_rejects_integers(rng):
     w = np.ones((1, 1, 2, 2), np.int32)
     with pytest.raises(EmberError, match="element type i32"):
         ember.compile(make_model([_node("Conv")], {"x": x}, ["y"], {"w": w}))
+
+
+@pytest.mark.parametrize("op,w_shape", [("Conv", (3, 2, 3, 2)), ("ConvTranspose", (2, 3, 3, 2))])
+def test_conv_opset1(op, w_shape, rng):
+    _conv(rng, (1, 2, 5, 6), w_shape, {"pads": [1, 0, 1, 1], "strides": [2, 1]}, op=op, opset=1)

@@ -164,3 +164,13 @@ def test_pool_rejects_integer_average(rng):
     node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2])
     with pytest.raises(EmberError, match="element type i8"):
         ember.compile(make_model([node], {"x": x}, ["y"]))
+
+
+@pytest.mark.parametrize("op,attrs,opset", [
+    ("MaxPool", {"kernel_shape": [2, 2], "pads": [1, 0, 0, 1]}, 7),
+    ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 1], "count_include_pad": 1}, 7),
+    ("LpPool", {"kernel_shape": [2, 2], "p": 3}, 2),
+    ("GlobalLpPool", {"p": 1}, 2),
+])
+def test_pool_old_opsets(op, attrs, opset, rng):
+    check_node(op, {"x": _x(rng, (1, 2, 5, 6))}, attrs, opset=opset)

@@ -3,7 +3,7 @@ import numpy as np
 from onnx import helper
 
 from conftest import check_model, make_model
-from pass_helpers import apply, before_after, golden, graph_of, verify_passes  # noqa: F401
+from pass_helpers import before_after, golden, graph_of, verify_passes  # noqa: F401
 from ember.passes.eliminate_common_subexpressions import EliminateCommonSubexpressions
 
 N = helper.make_node

@@ -5,7 +5,7 @@ graphs are built directly in the IR, as a pass that exposes constants would leav
 """
 import numpy as np
 
-from pass_helpers import apply, before_after, golden
+from pass_helpers import before_after, golden
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value
 from ember.passes import fold_constants

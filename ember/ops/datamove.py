@@ -1,0 +1,126 @@
+"""Loops shared by the data-movement ops: strided copies, fills, and compile-time arguments.
+
+Transpose, Slice, Expand, Tile, Concat, Split, Pad, DepthToSpace ... are all one pattern:
+walk the output (or a view of it) in row-major order and read the input at an offset that is
+a sum of per-dim terms. `emit_copy` writes that loop nest once: it drops size-1 dims, merges
+dims that are contiguous on both sides, and turns a contiguous innermost run into memcpy.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.graph.dtypes import DType
+from ember.graph.ir import Node
+from ember.lower.indexing import strides
+from ember.ops.registry import fail, normalize_axis, unsupported
+from ember.render.cwriter import CWriter
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One loop of a copy: `extent` iterations, moving `dst_stride`/`src_stride` elements each.
+
+    `src_index`, when given, is a C expression of the source index along this dim written in
+    terms of `{i}` (the loop variable); the source offset is then src_index * src_stride.
+    """
+    extent: int
+    dst_stride: int
+    src_stride: int
+    src_index: str | None = None
+
+
+def contiguous_dims(shape: tuple[int, ...], src_strides: tuple[int, ...]) -> list[Dim]:
+    """Dims writing a contiguous destination of `shape` while reading with `src_strides`."""
+    return [Dim(e, d, s) for e, d, s in zip(shape, strides(shape), src_strides)]
+
+
+def _simplify(dims: list[Dim]) -> list[Dim]:
+    dims = [d for d in dims if d.extent != 1 or d.src_index is not None]
+    merged: list[Dim] = []
+    for d in dims:
+        prev = merged[-1] if merged else None
+        if (prev is not None and prev.src_index is None and d.src_index is None
+                and prev.dst_stride == d.dst_stride * d.extent
+                and prev.src_stride == d.src_stride * d.extent):
+            merged[-1] = Dim(prev.extent * d.extent, d.dst_stride, d.src_stride)
+        else:
+            merged.append(d)
+    return merged
+
+
+def _term(var: str, stride: int) -> str:
+    return var if stride == 1 else f"{var} * {stride}"
+
+
+def emit_copy(w: CWriter, dst: str, src: str, dims: list[Dim], dtype: DType,
+              dst_base: int = 0, src_base: int = 0) -> None:
+    """dst[dst_base + sum(i_d * dst_stride_d)] = src[src_base + sum(idx_d * src_stride_d)]."""
+    if any(d.extent == 0 for d in dims):
+        return
+    dims = _simplify(dims)
+    inner = dims[-1] if dims else None
+    if inner is not None and inner.src_index is None and inner.dst_stride == 1 \
+            and inner.src_stride == 1 and inner.extent > 1:
+        dims = dims[:-1]
+    else:
+        inner = None
+    dst_off, src_off = str(dst_base), str(src_base)
+    with contextlib.ExitStack() as loops:
+        for k, d in enumerate(dims):
+            i = f"i{k}"
+            loops.enter_context(w.block(f"for (int64_t {i} = 0; {i} < {d.extent}; ++{i})"))
+            index = f"({d.src_index.format(i=i)})" if d.src_index is not None else i
+            w.line(f"const int64_t d{k} = {dst_off} + {_term(i, d.dst_stride)};")
+            w.line(f"const int64_t s{k} = {src_off} + {_term(index, d.src_stride)};")
+            dst_off, src_off = f"d{k}", f"s{k}"
+        if inner is not None:
+            w.line(f"memcpy({dst} + {dst_off}, {src} + {src_off}, "
+                   f"{inner.extent * dtype.itemsize});")
+        else:
+            w.line(f"{dst}[{dst_off}] = {src}[{src_off}];")
+
+
+def emit_fill(w: CWriter, dst: str, count: int, value: str) -> None:
+    """dst[0:count] = value."""
+    if count == 1:
+        w.line(f"{dst}[0] = {value};")
+    elif count > 1:
+        w.line(f"for (int64_t i = 0; i < {count}; ++i) {dst}[i] = {value};")
+
+
+def emit_memcpy(w: CWriter, dst: str, src: str, nbytes: int) -> None:
+    """A byte copy: the kernel of ops that only reinterpret the shape."""
+    if nbytes:
+        w.line(f"memcpy({dst}, {src}, {nbytes});")
+
+
+def const_ints(node: Node, i: int, what: str) -> list[int] | None:
+    """Input i as a list of ints; None when omitted; unsupported when known only at run time."""
+    v = node.input(i)
+    if v is None:
+        return None
+    if v.const is None:
+        raise unsupported(node, f"{what} given at run time (a dynamic input) is not supported; "
+                                "it must be a constant")
+    if v.type.dtype.is_float:
+        raise fail(node, f"{what} must be integers, got {v.type.dtype}")
+    return [int(x) for x in np.asarray(v.const).reshape(-1)]
+
+
+def ints_arg(node: Node, attr: str, index: int, input_since: int, what: str) -> list[int] | None:
+    """An int list that moved from attribute `attr` to input `index` at opset `input_since`."""
+    if node.opset >= input_since:
+        return const_ints(node, index, what)
+    value = node.attrs.get(attr)
+    return None if value is None else [int(x) for x in value]
+
+
+def normalize_axes(node: Node, axes: list[int], rank: int) -> list[int]:
+    """Axes made non-negative; error on out-of-range or repeated axes."""
+    out = [normalize_axis(node, a, rank) for a in axes]
+    if len(set(out)) != len(out):
+        raise fail(node, f"axes {axes} repeat an axis")
+    return out

@@ -7,6 +7,8 @@ import ember
 from conftest import check_model, make_model
 from pass_helpers import (apply, before_after, golden, graph_of, needs_ops,  # noqa: F401
                           verify_passes)
+from ember.graph import dtypes as dt
+from ember.graph.ir import Node, Value, const_value
 from ember.passes.fuse_epilogues import FuseEpilogues
 
 N = helper.make_node
@@ -176,3 +178,23 @@ def test_matmul_gelu_dag_values(rng):
     model = make_model(nodes, {"x": x}, ["out"], inits)
     check_model(model, {"x": x})
     assert kernels(model) == 1
+
+
+def test_extends_an_existing_epilogue(rng):
+    needs_ops("MatMul")
+    nodes = [N("MatMul", ["x", "w"], ["m"]), N("Add", ["m", "b"], ["out"])]
+    graph = graph_of(nodes, {"x": (2, 3)}, ["out"], {"w": weights(rng, 3, 4), "b": weights(rng, 4)})
+    apply(FuseEpilogues(), graph)
+    # A later rewrite leaves another elementwise op after the fused kernel: it joins too, its
+    # operand numbered after the existing ones.
+    y = Value(graph.outputs[0].type)
+    graph.nodes.append(Node("Mul", [graph.outputs[0], const_value(weights(rng, 2, 1), dt.F32)],
+                            [y], opset=17))
+    graph.outputs = [y]
+    assert apply(FuseEpilogues(), graph) == golden("""
+        graph(%0: f32[2,3]) {
+          %1 = MatMul(%0, const f32[3,4], const f32[4], const f32[2,1]) {epilogue={s0=Add(x0,x1); s1=Mul(s0,x2)}} : f32[2,4]
+          return %1
+        }
+        """)
+    assert graph.nodes[0].attrs["fused_from"] == ["Add", "Mul"]

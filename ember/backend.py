@@ -2,6 +2,12 @@
 
     import ember.backend as backend
     rep = backend.prepare(model); outputs = rep.run([x])
+
+Ember compiles static shapes. A model whose shapes depend on the *values* of some inputs
+(a Reshape whose target shape is a graph input, TopK's k, Resize's scales ...) cannot compile
+in prepare(); its representation then compiles at run(), specialized on the values of just
+those inputs (bound as constants), and keeps one compiled model per distinct set of values.
+Every other input stays a run-time input, and every node still runs as Ember's generated code.
 """
 from __future__ import annotations
 
@@ -9,26 +15,82 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
+from ember.errors import EmberError, UnsupportedError
 from ember.options import CompileOptions
 from ember.runtime.cpu import CompiledModel
 
+#: how many rounds of binding run-time inputs to try before giving up
+_MAX_SPECIALIZE_ROUNDS = 4
+
+
+def _compile(model: onnx.ModelProto, options: CompileOptions) -> CompiledModel:
+    from ember.driver import compile_model
+    return compile_model(model, options)
+
+
+def bind_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of `model` where the named graph inputs are constants with the given values."""
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [vi for vi in bound.graph.input if vi.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    bound.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), n)
+                                   for n, a in values.items())
+    return bound
+
 
 class EmberRep(BackendRep):
-    def __init__(self, model: CompiledModel) -> None:
-        self.model = model
+    def __init__(self, model: onnx.ModelProto, options: CompileOptions,
+                 compiled: CompiledModel | None, pending: UnsupportedError | None = None) -> None:
+        self.proto = model
+        self.options = options
+        self.model = compiled
+        self.pending = pending
+        self._specialized: dict[bytes, CompiledModel] = {}
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        feeds = self._feeds(inputs)
+        model = self.model or self._specialize(feeds)
+        result = model.run({i.name: feeds[i.name] for i in model.inputs})
+        return tuple(result[o.name] for o in model.outputs)
+
+    def _feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         if isinstance(inputs, dict):
-            feeds = inputs
-        else:
-            if isinstance(inputs, np.ndarray):
-                inputs = [inputs]
-            feeds = {i.name: a for i, a in zip(self.model.inputs, inputs)}
-        result = self.model.run(feeds)
-        return tuple(result[o.name] for o in self.model.outputs)
+            return {k: np.asarray(v) for k, v in inputs.items()}
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        init = {i.name for i in self.proto.graph.initializer}
+        names = [vi.name for vi in self.proto.graph.input if vi.name not in init]
+        return {n: np.asarray(a) for n, a in zip(names, inputs)}
+
+    def _specialize(self, feeds: dict[str, np.ndarray]) -> CompiledModel:
+        bound: dict[str, np.ndarray] = {}
+        error = self.pending
+        for _ in range(_MAX_SPECIALIZE_ROUNDS):
+            new = [n for n in error.runtime_inputs if n in feeds and n not in bound]
+            if not new:
+                raise error
+            bound.update({n: feeds[n] for n in new})
+            key = b"".join(n.encode() + b"\0" + bound[n].tobytes() + str(bound[n].dtype).encode()
+                           for n in sorted(bound))
+            if key in self._specialized:
+                return self._specialized[key]
+            try:
+                compiled = _compile(bind_inputs(self.proto, bound), self.options)
+            except UnsupportedError as e:
+                error = e
+                continue
+            if compiled.manifest.get("kernels", 1) == 0 and any(
+                    vi.name not in bound for vi in self.proto.graph.input):
+                raise EmberError("binding the shape inputs folded the whole model to constants; "
+                                 "nothing would run as compiled code")
+            self._specialized[key] = compiled
+            return compiled
+        raise error
 
 
 class EmberBackend(Backend):
@@ -42,10 +104,14 @@ class EmberBackend(Backend):
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> EmberRep:
-        from ember.driver import compile_model
         options = CompileOptions(**{k: v for k, v in kwargs.items()
                                     if k in CompileOptions.__dataclass_fields__})
-        return EmberRep(compile_model(model, options))
+        try:
+            return EmberRep(model, options, _compile(model, options))
+        except UnsupportedError as e:
+            if not e.runtime_inputs:
+                raise
+            return EmberRep(model, options, None, pending=e)
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU",
@@ -60,8 +126,7 @@ class EmberBackend(Backend):
         names = [n for n in node.input if n]
         graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
                                                       a.shape) for n, a in zip(names, arrays)]
-        graph_outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
-                         for n in node.output if n]
+        graph_outputs = [onnx.ValueInfoProto(name=n) for n in node.output if n]
         opset = kwargs.pop("opset_version", onnx.defs.onnx_opset_version())
         model = helper.make_model(helper.make_graph([node], "run_node", graph_inputs, graph_outputs),
                                   opset_imports=[helper.make_opsetid(node.domain or "", opset)])

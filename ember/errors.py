@@ -46,7 +46,12 @@ class GraphError(EmberError):
 
 
 class UnsupportedError(EmberError):
-    """The model uses ops, dtypes or attributes Ember cannot compile; lists all of them."""
+    """The model uses ops, dtypes or attributes Ember cannot compile; lists all of them.
+
+    `runtime_inputs` names graph inputs feeding the failing nodes: when their values are known
+    (the ONNX backend sees them at run time), binding them may make the model static.
+    """
+    runtime_inputs: list[str] = []
 
 
 class ShapeError(EmberError):

@@ -91,6 +91,7 @@ class _Importer:
         self.values: dict[str, Value] = {}
         self.problems: list[str] = []
         self.expansions = 0
+        self.runtime_inputs: set[str] = set()
 
     def run(self) -> Graph:
         graph = Graph(name=self.g.name)
@@ -106,8 +107,10 @@ class _Importer:
             else:
                 nodes.append(node)
         if self.problems:
-            raise UnsupportedError(f"{len(self.problems)} problem(s) stop compilation",
-                                   problems=self.problems)
+            error = UnsupportedError(f"{len(self.problems)} problem(s) stop compilation",
+                                     problems=self.problems)
+            error.runtime_inputs = sorted(self.runtime_inputs)
+            raise error
         graph.nodes = [n for n in nodes if not all(v.is_const for v in n.outputs)]
         graph.outputs = self._outputs()
         return graph
@@ -337,6 +340,11 @@ class _Importer:
                 types = opdef.infer(node)
             except UnsupportedError as e:
                 self.problems.append(f"{where}: {e.message}")
+                # Graph inputs giving a node's parameters (shape, axes, k ...: never input 0,
+                # the data) — binding their values, as the ONNX backend does (ember/backend.py),
+                # may make the node static.
+                self.runtime_inputs.update(v.name for v in node.inputs[1:] if v is not None
+                                           and not v.is_const and v.producer is None)
                 return _mark_unknown(node)
             except EmberError:
                 raise

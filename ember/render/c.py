@@ -2,6 +2,8 @@
 
     int    ember_init(const void *weights);   /* the weights blob, kept by pointer */
     int    ember_run(const void *const *inputs, void *const *outputs, void *arena);
+    int    ember_run_with(const void *weights, const void *const *inputs,
+                          void *const *outputs, void *arena);   /* no global state */
     size_t ember_arena_bytes(void);  size_t ember_weight_bytes(void);
     int    ember_num_inputs(void);   int    ember_num_outputs(void);
 """
@@ -44,6 +46,9 @@ def render_model(model: LoweredModel, version: str) -> str:
     w.line(f"int ember_num_inputs(void) {{ return {len(model.inputs)}; }}")
     w.line(f"int ember_num_outputs(void) {{ return {len(model.outputs)}; }}")
     w.line("int ember_init(const void *weights) { ember_weights = (const uint8_t *)weights; return 0; }")
+    w.line("int ember_run(const void *const *inputs, void *const *outputs, void *arena) {")
+    w.line("    return ember_run_with(ember_weights, inputs, outputs, arena);")
+    w.line("}")
     return w.text()
 
 
@@ -76,12 +81,16 @@ def _run(w: CWriter, model: LoweredModel) -> None:
         if v.id in inputs:
             return f"((const {t} *)inputs[{inputs[v.id]}])"
         if v.is_const:
-            return f"((const {t} *)(ember_weights + {model.weight_offsets[v.id]}))"
+            return f"((const {t} *)(W + {model.weight_offsets[v.id]}))"
         return f"(({t} *)(A + {model.plan.offsets[v.id]}))"
 
-    with w.block("int ember_run(const void *const *inputs, void *const *outputs, void *arena)"):
+    # Two models loaded from one cached library share its globals, so the host runtime passes
+    # its weights on every call; ember_run keeps the ABI for C callers of one model.
+    with w.block("int ember_run_with(const void *weights, const void *const *inputs, "
+                 "void *const *outputs, void *arena)"):
+        w.line("const uint8_t *W = (const uint8_t *)weights;")
         w.line("uint8_t *A = (uint8_t *)arena;")
-        w.line("(void)A; (void)inputs; (void)outputs;")
+        w.line("(void)W; (void)A; (void)inputs; (void)outputs;")
         for k, kernel in enumerate(model.kernels):
             args = [where(v) for v in kernel.inputs if v is not None]
             args += [where(v) for v in kernel.outputs]

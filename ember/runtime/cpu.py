@@ -58,10 +58,11 @@ class CompiledModel:
         self.weight_bytes: int = manifest["weight_bytes"]
         self._weights = weights           # kept alive: the library holds a pointer into it
         self._lib = ctypes.CDLL(str(self.library_path))
-        self._lib.ember_run.restype = ctypes.c_int
-        self._lib.ember_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        self._lib.ember_init.argtypes = [ctypes.c_void_p]
-        self._lib.ember_init(weights.ctypes.data if weights.size else None)
+        # Passing the weights on each call (not ember_init's global) keeps two models that
+        # share one cached library independent.
+        self._lib.ember_run_with.restype = ctypes.c_int
+        self._lib.ember_run_with.argtypes = [ctypes.c_void_p] * 4
+        self._weights_ptr = weights.ctypes.data if weights.size else None
         self._arena = _aligned_empty(self.arena_bytes)
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
@@ -81,9 +82,10 @@ class CompiledModel:
             self._in_ptrs[k] = a.ctypes.data
         for k, a in enumerate(outs):
             self._out_ptrs[k] = a.ctypes.data
-        rc = self._lib.ember_run(self._in_ptrs, self._out_ptrs, self._arena.ctypes.data)
+        rc = self._lib.ember_run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
+                                      self._arena.ctypes.data)
         if rc != 0:
-            raise RuntimeError(f"ember_run returned {rc}")
+            raise RuntimeError(f"ember_run_with returned {rc}")
         return {o.name: a for o, a in zip(self.outputs, outs)}
 
     def __call__(self, *args: Any) -> "np.ndarray | tuple[np.ndarray, ...]":

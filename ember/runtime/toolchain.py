@@ -21,7 +21,7 @@ def find_cc(preferred: str | None = None) -> str:
 
 def host_flags(march: str, opt_level: int, threads: int) -> list[str]:
     flags = [f"-O{opt_level}", f"-march={march}", "-std=c11", "-fPIC", "-shared",
-             "-fno-math-errno", "-Wno-unused-function"]
+             "-fno-math-errno", "-fwrapv", "-Wno-unused-function"]
     if threads > 1:
         flags.append("-fopenmp")
     return flags

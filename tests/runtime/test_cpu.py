@@ -1,0 +1,45 @@
+"""The host runtime: independent models sharing a cached library, save/load, input checks."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import ember
+from conftest import make_model
+
+
+def _affine_model():
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    return make_model([node], {"x": np.zeros((2, 3), np.float32)}, ["y"], {"w": w}), w
+
+
+def test_models_sharing_a_cached_library_keep_their_own_weights():
+    model, w = _affine_model()
+    a, b = ember.compile(model), ember.compile(model)
+    assert a.library_path == b.library_path          # same source: one cached library
+    b._weights[:] = 0                                # b's weights must not be a's
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(a(x), x @ w, rtol=1e-6)
+    np.testing.assert_array_equal(b(x), np.zeros((2, 4), np.float32))
+
+
+def test_save_load_roundtrip(tmp_path):
+    model, w = _affine_model()
+    m = ember.compile(model)
+    m.save(tmp_path / "out")
+    loaded = ember.load(tmp_path / "out")
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), m(x))
+    assert (loaded.arena_bytes, loaded.weight_bytes) == (m.arena_bytes, m.weight_bytes)
+    assert [(i.name, i.shape) for i in loaded.inputs] == [("x", (2, 3))]
+
+
+def test_input_checks():
+    model, _ = _affine_model()
+    m = ember.compile(model)
+    with pytest.raises(ember.EmberError, match="shape"):
+        m(np.ones((3, 3), np.float32))
+    with pytest.raises(ember.EmberError, match="missing input"):
+        m.run({})
+    with pytest.raises(ember.EmberError, match="unknown input"):
+        m.run({"x": np.ones((2, 3), np.float32), "z": 1})

@@ -55,6 +55,10 @@ def _term(var: str, stride: int) -> str:
     return var if stride == 1 else f"{var} * {stride}"
 
 
+def _add(base: str, term: str) -> str:
+    return term if base == "0" else f"{base} + {term}"
+
+
 def emit_copy(w: CWriter, dst: str, src: str, dims: list[Dim], dtype: DType,
               dst_base: int = 0, src_base: int = 0) -> None:
     """dst[dst_base + sum(i_d * dst_stride_d)] = src[src_base + sum(idx_d * src_stride_d)]."""
@@ -73,8 +77,8 @@ def emit_copy(w: CWriter, dst: str, src: str, dims: list[Dim], dtype: DType,
             i = f"i{k}"
             loops.enter_context(w.block(f"for (int64_t {i} = 0; {i} < {d.extent}; ++{i})"))
             index = f"({d.src_index.format(i=i)})" if d.src_index is not None else i
-            w.line(f"const int64_t d{k} = {dst_off} + {_term(i, d.dst_stride)};")
-            w.line(f"const int64_t s{k} = {src_off} + {_term(index, d.src_stride)};")
+            w.line(f"const int64_t d{k} = {_add(dst_off, _term(i, d.dst_stride))};")
+            w.line(f"const int64_t s{k} = {_add(src_off, _term(index, d.src_stride))};")
             dst_off, src_off = f"d{k}", f"s{k}"
         if inner is not None:
             w.line(f"memcpy({dst} + {dst_off}, {src} + {src_off}, "

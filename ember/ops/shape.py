@@ -198,7 +198,7 @@ class ConstantOfShape(OpDef):
                                                           out.dtype))
 
 
-_RANGE_TYPES = (dt.F32, dt.F64, dt.I16, dt.I32, dt.I64)
+_RANGE_TYPES = (dt.F16, dt.F32, dt.F64, dt.I16, dt.I32, dt.I64)
 
 
 @register_op("Range")

@@ -9,7 +9,6 @@ from onnx import helper
 
 from conftest import check_model, check_node, make_model
 
-import ember
 from ember.errors import ShapeError, UnsupportedError
 
 I64 = np.int64
@@ -397,3 +396,64 @@ def test_range(start, limit, delta, dtype):
 def test_eye_like(shape, k, dtype, rng):
     attrs = {"k": k} if dtype is None else {"k": k, "dtype": dtype}
     check_node("EyeLike", {"x": data(rng, shape, np.int32)}, attrs)
+
+
+def test_float16(rng):
+    x = data(rng, (2, 3, 4), np.float16)
+    check_node("Transpose", {"x": x}, {"perm": [2, 0, 1]})
+    check_node("Pad", {"x": x}, initializers={"p": ints(0, 1, 0, 0, 1, 2)})
+    check_node("Concat", {"x": x, "y": x}, {"axis": -1})
+
+
+# -- kernels of nodes that import folds away --------------------------------------------------
+def run_unfolded(op, inputs, attrs=None, opset=17, n_outputs=1):
+    """Compile one node built by hand, so the importer cannot fold it; run it on `inputs`
+    (name -> (array, is_constant)) and return the outputs."""
+    from ember import __version__
+    from ember.driver import manifest
+    from ember.graph import dtypes as dt
+    from ember.graph.ir import Graph, Node, TensorType, Value
+    from ember.lower.to_kernels import lower_graph
+    from ember.ops.registry import get_op
+    from ember.options import CompileOptions
+    from ember.render.c import render_model
+    from ember.runtime.cpu import CompiledModel, _aligned_empty
+    from ember.runtime.toolchain import build_shared_library, host_flags
+
+    values = {n: Value(TensorType(dt.from_numpy(a.dtype), a.shape), n, a if const else None)
+              for n, (a, const) in inputs.items()}
+    outs = [Value(TensorType(dt.F32, ()), f"y{k}") for k in range(n_outputs)]
+    node = Node(op, list(values.values()), outs, attrs or {}, opset=opset)
+    for v, t in zip(outs, get_op(op).infer(node)):
+        v.type, v.const = t, None        # keep the kernel even where infer knows the value
+    graph = Graph([node], [v for v in values.values() if not v.is_const], outs)
+    lowered = lower_graph(graph)
+    options = CompileOptions()
+    library = build_shared_library(render_model(lowered, __version__),
+                                   host_flags(options.target.march, options.opt_level, 1),
+                                   options.cache_dir)
+    weights = _aligned_empty(len(lowered.weights))
+    weights[:] = np.frombuffer(lowered.weights, dtype=np.uint8)
+    model = CompiledModel(library, weights, manifest(lowered, graph))
+    got = model.run({n: a for n, (a, const) in inputs.items() if not const})
+    return [got[v.name] for v in outs]
+
+
+def test_shape_and_size_kernels(rng):
+    x = data(rng, (2, 0, 5))
+    (s,) = run_unfolded("Shape", {"x": (x, False)}, {"start": 1}, opset=15)
+    np.testing.assert_array_equal(s, ints(0, 5))
+    (n,) = run_unfolded("Size", {"x": (x, False)})
+    assert n.dtype == I64 and n.shape == () and n == 0
+
+
+def test_generator_kernels():
+    (c,) = run_unfolded("ConstantOfShape", {"s": (ints(2, 3), True)},
+                        {"value": np.array([-4], np.int8)})
+    np.testing.assert_array_equal(c, np.full((2, 3), -4, np.int8))
+    (r,) = run_unfolded("Range", {k: (np.array(v, np.float32), True)
+                                  for k, v in (("a", 1.0), ("b", 3.0), ("c", 0.25))})
+    np.testing.assert_allclose(r, np.arange(1.0, 3.0, 0.25, dtype=np.float32))
+    (r,) = run_unfolded("Range", {k: (np.array(v, np.int32), True)
+                                  for k, v in (("a", 7), ("b", -2), ("c", -3))})
+    np.testing.assert_array_equal(r, np.arange(7, -2, -3, dtype=np.int32))

@@ -56,7 +56,8 @@ def run_case(case) -> tuple[str, str | None]:
                 else:
                     np.testing.assert_array_equal(g, e)
     except EmberError as e:
-        return case.name, "EmberError: " + str(e).replace("\n", " ")[:300]
+        text = " ".join(str(e).replace(f"model {case.name!r}: ", "").split())
+        return case.name, f"{e.__class__.__name__}: {text[:300]}"
     except AssertionError as e:
         return case.name, "mismatch: " + " ".join(str(e).split())[:200]
     except Exception as e:  # report, do not crash the run

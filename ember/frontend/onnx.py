@@ -28,8 +28,8 @@ from ember.ops.registry import get_op
 MAX_TENSOR_BYTES = 1 << 34
 #: constants larger than this are computed at run time rather than folded into the weights
 MAX_FOLD_BYTES = 1 << 26
-#: ops never folded: their value is not a function of their inputs
-_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+#: ops whose value is not a function of their inputs: never folded, never merged
+NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 #: function-body expansions allowed in one model (a guard against self-referencing bodies)
@@ -318,7 +318,7 @@ class _Importer:
             return _mark_unknown(node)
         subgraphs = [k for k, v in node.attrs.items() if v is _SUBGRAPH]
         opdef = get_op(node.op)
-        foldable = (node.op not in _NEVER_FOLD and not subgraphs
+        foldable = (node.op not in NONDETERMINISTIC_OPS and not subgraphs
                     and all(v is None or v.is_const for v in node.inputs))
         if opdef is None and not foldable and not subgraphs:
             expansion = self._expand(node)

@@ -19,7 +19,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from ember.frontend.onnx import _NEVER_FOLD as NONDETERMINISTIC
+from ember.frontend.onnx import NONDETERMINISTIC_OPS as NONDETERMINISTIC
 from ember.graph.ir import Graph, Node, Value
 from ember.passes.base import Pass
 from ember.passes.rewrite import is_plain, output_ids

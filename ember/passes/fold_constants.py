@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ember.frontend.onnx import _NEVER_FOLD as NEVER_FOLD
+from ember.frontend.onnx import NONDETERMINISTIC_OPS as NEVER_FOLD
 from ember.frontend.onnx import MAX_FOLD_BYTES
 from ember.graph import dtypes as dt
 from ember.graph.evaluate import evaluate_node

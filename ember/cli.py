@@ -143,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     r.add_argument("--save", metavar="DIR", help="write each output to DIR as a .npy file")
 
+    passes = "\n".join(f"  {name}" for name in pass_names(3))
     i = command("inspect", cmd_inspect, "show the graph, per-node costs and the memory plan",
-                INSPECT_EXAMPLES)
+                f"{INSPECT_EXAMPLES}\n\npasses, in pipeline order (for --after):\n{passes}\n")
     i.add_argument("model", help="the .onnx file")
     i.add_argument("--after", metavar="PASS", choices=pass_names(3),
-                   help=f"stop the pass pipeline after PASS ({', '.join(pass_names(3))}); "
-                        "default: run it all")
+                   help="stop the pass pipeline after PASS (listed below); default: run it all")
     shapes_and_opt(i)
     return parser
 

@@ -5,14 +5,16 @@ Order, and why:
                                       pass sees one value where the model computed it twice.
   2. fold-batchnorm                   BN into Conv/ConvTranspose/Gemm/MatMul weights (else Mul+Add),
                                       before fusion, which would otherwise hide the Conv->BN pair.
-  3. fold-constants                   catch nodes the rewrites above left with constant inputs
+  3. pack-weights                     constant weights into the layout their kernel reads (after
+                                      fold-batchnorm, which rewrites them).
+  4. fold-constants                   catch nodes the rewrites above left with constant inputs
                                       (the importer already folded everything it could).
-  4. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
-  5. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
+  5. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
+  6. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
                                       kernels first: a kernel's epilogue beats a separate loop.
-  6. fuse-elementwise                 the elementwise chains still left become single loops.
+  7. fuse-elementwise                 the elementwise chains still left become single loops.
 
-opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 3); 2 and 3 run everything.
+opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 4); 2 and 3 run everything.
 `ember inspect --after NAME` stops after the pass NAME: run_pipeline(stop_after=NAME).
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ember.passes.fold_batchnorm import FoldBatchNorm
 from ember.passes.fold_constants import FoldConstants
 from ember.passes.fuse_elementwise import FuseElementwise
 from ember.passes.fuse_epilogues import FuseEpilogues
+from ember.passes.pack_weights import PackWeights
 
 
 def default_pipeline(opt_level: int = 3) -> list[Pass]:
@@ -37,6 +40,7 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
     return [
         EliminateCommonSubexpressions(),
         FoldBatchNorm(),
+        PackWeights(),
         FoldConstants(),
         EliminateDead(),
         FuseEpilogues(),

@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class CompiledModel:
         self._lib.ember_run_with.argtypes = [ctypes.c_void_p] * 4
         self._weights_ptr = weights.ctypes.data if weights.size else None
         self._arena = _aligned_empty(self.arena_bytes)
+        # One arena per model: calls from several Python threads take turns.
+        self._lock = threading.Lock()
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
 
@@ -78,12 +81,13 @@ class CompiledModel:
                 raise RunError(f"missing input {info.name!r} ({info.dtype} {list(info.shape)})")
             arrays.append(self._check(info, feeds[info.name]))
         outs = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
-        for k, a in enumerate(arrays):
-            self._in_ptrs[k] = a.ctypes.data
-        for k, a in enumerate(outs):
-            self._out_ptrs[k] = a.ctypes.data
-        rc = self._lib.ember_run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
-                                      self._arena.ctypes.data)
+        with self._lock:
+            for k, a in enumerate(arrays):
+                self._in_ptrs[k] = a.ctypes.data
+            for k, a in enumerate(outs):
+                self._out_ptrs[k] = a.ctypes.data
+            rc = self._lib.ember_run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
+                                          self._arena.ctypes.data)
         if rc != 0:
             raise RuntimeError(f"ember_run_with returned {rc}")
         return {o.name: a for o, a in zip(self.outputs, outs)}

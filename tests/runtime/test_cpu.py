@@ -43,3 +43,14 @@ def test_input_checks():
         m.run({})
     with pytest.raises(ember.EmberError, match="unknown input"):
         m.run({"x": np.ones((2, 3), np.float32), "z": 1})
+
+
+def test_concurrent_calls_from_threads_are_correct():
+    from concurrent.futures import ThreadPoolExecutor
+    model, w = _affine_model()
+    m = ember.compile(model)
+    xs = [np.full((2, 3), k, np.float32) for k in range(32)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(m, xs))
+    for x, y in zip(xs, results):
+        np.testing.assert_allclose(y, x @ w, rtol=1e-6)

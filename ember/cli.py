@@ -10,6 +10,7 @@ status 2; anything else is a bug in Ember: one line, exit status 1, a traceback 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -100,11 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: a subcommand's copy must not reset a --debug given before the subcommand.
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="print a traceback on errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="report each compilation stage as it finishes")
     parser = argparse.ArgumentParser(
         prog="ember", description=DESCRIPTION, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ember {ember.__version__}")
     parser.add_argument("--debug", action="store_true", help="print a traceback on errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="report each compilation stage as it finishes")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -179,6 +184,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for info in infos:
             print(f"    {info.name!r}: {info.dtype} {list(info.shape)}")
     print(f"  kernels: {model.manifest.get('kernels', '?')}")
+    stages = model.manifest.get("compile_seconds", {})
+    if stages:
+        print("  time:    " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
     print(f"  arena:   {format_bytes(model.arena_bytes)}")
     print(f"  weights: {format_bytes(model.weight_bytes)}")
     return 0
@@ -352,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(format="ember: %(message)s", level=logging.INFO, stream=sys.stderr)
     try:
         return args.func(args)
     except EmberError as e:

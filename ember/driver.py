@@ -1,9 +1,12 @@
 """compile(): model -> graph -> passes -> kernels -> C -> shared library -> CompiledModel."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -17,6 +20,8 @@ from ember.passes.pipeline import run_pipeline
 from ember.render.c import render_model
 from ember.runtime.cpu import FORMAT, CompiledModel, TensorInfo, _aligned_empty
 from ember.runtime.toolchain import build_shared_library, host_flags
+
+log = logging.getLogger("ember")
 
 
 def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
@@ -33,21 +38,44 @@ def compile_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
                   options: CompileOptions | None = None, **overrides: Any) -> CompiledModel:
     options = replace(options or CompileOptions(), **overrides) if overrides else \
         (options or CompileOptions())
-    graph, _ = import_model(model, options)
-    graph = optimize(graph, options)
-    lowered = lower_graph(graph, threads=options.threads)
-    source = render_model(lowered, __version__)
-    flags = host_flags(options.target.march, options.opt_level, options.threads)
-    library = build_shared_library(source, flags, options.cache_dir)
+    stages = _Stages()
+    with stages("import"):
+        graph, label = import_model(model, options)
+    log.info("%s: %d nodes after import", label, len(graph.nodes))
+    with stages("optimize"):
+        graph = optimize(graph, options)
+    with stages("lower"):
+        lowered = lower_graph(graph, threads=options.threads)
+        source = render_model(lowered, __version__)
+    log.info("%d kernels, %d KiB of C; building with the C compiler", len(lowered.kernels),
+             len(source) // 1024)
+    with stages("cc"):
+        flags = host_flags(options.target.march, options.opt_level, options.threads)
+        library = build_shared_library(source, flags, options.cache_dir)
     weights = _aligned_empty(len(lowered.weights))
     weights[:] = np.frombuffer(lowered.weights, dtype=np.uint8)
-    return CompiledModel(library, weights, manifest(lowered, graph), source)
+    return CompiledModel(library, weights, manifest(lowered, stages.seconds), source)
 
 
-def manifest(lowered: LoweredModel, graph: Graph) -> dict[str, Any]:
+def manifest(lowered: LoweredModel, seconds: dict[str, float]) -> dict[str, Any]:
     def info(values):
         return [TensorInfo(v.name, v.type.dtype.numpy, v.type.shape).to_json() for v in values]
     return {"format": FORMAT, "ember_version": __version__,
             "inputs": info(lowered.inputs), "outputs": info(lowered.outputs),
             "arena_bytes": lowered.arena_bytes, "weight_bytes": len(lowered.weights),
-            "kernels": len(lowered.kernels)}
+            "kernels": len(lowered.kernels),
+            "compile_seconds": {k: round(v, 3) for k, v in seconds.items()}}
+
+
+class _Stages:
+    """Times the stages of a compilation (reported in the manifest and by `ember compile`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        log.info("%-8s %.2f s", name, self.seconds[name])

@@ -267,3 +267,12 @@ def test_internal_errors_say_bug_and_hide_traceback(onnx_path, monkeypatch, caps
     assert "Traceback" in capsys.readouterr().err
     assert cli.main(["compile", "--debug", str(onnx_path), "-o", "x"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_verbose_reports_each_stage(onnx_path, tmp_path):
+    proc = ember_cli("compile", "-v", str(onnx_path), "-o", str(tmp_path / "out"),
+                     "--input-shape", "x=3x4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("import", "optimize", "lower", "cc"):
+        assert f"ember: {stage}" in proc.stderr, stage
+    assert "time:    import" in proc.stdout

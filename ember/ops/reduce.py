@@ -1,4 +1,4 @@
-"""Reductions: Reduce* over a set of axes, ArgMax/ArgMin along one axis.
+"""Reductions: Reduce* over a set of axes, ArgMax/ArgMin along one axis, CumSum/CumProd.
 
 A reduction kernel loops over the kept dims outside and the reduced dims inside; runs of
 adjacent dims of one kind are merged into a single loop, so reducing the trailing dims of a
@@ -233,10 +233,14 @@ class ArgExtreme(OpDef):
             w.line(f"{ctx.outs[0]}[{o} * {inner} + {i}] = at;")
 
 
-# -- CumSum -----------------------------------------------------------------------------------
+# -- CumSum / CumProd -------------------------------------------------------------------------
 
-@register_op("CumSum")
-class CumSum(OpDef):
+# op -> (the accumulator's start, its C compound assignment)
+_SCANS = {"CumSum": ("0", "+="), "CumProd": ("1", "*=")}
+
+
+@register_op(*_SCANS)
+class CumScan(OpDef):
     dtypes = _SUM_TYPES
 
     def infer(self, node: Node) -> list[TensorType]:
@@ -271,18 +275,21 @@ class CumSum(OpDef):
             w.line(f"for (int64_t d = axis + 1; d < {x.rank}; ++d) inner *= dims[d];")
             w.line("const int64_t n = dims[axis];")
         t = x.dtype
-        acc_t = t.c if t.is_float else "uint64_t"   # floats summed in order, as onnxruntime does
+        # Floats accumulate in order, as onnxruntime does; integers in uint64_t, which wraps
+        # modulo 2^64 (as the element type would) without signed-overflow UB.
+        acc_t = t.c if t.is_float else "uint64_t"
+        start, assign = _SCANS[node.op]
         j = "n - 1 - j" if node.attrs.get("reverse", 0) else "j"
         with w.block("for (int64_t o = 0; o < outer; ++o)"):
             with w.block("for (int64_t i = 0; i < inner; ++i)"):
-                w.line(f"{acc_t} acc = 0;")
+                w.line(f"{acc_t} acc = {start};")
                 with w.block("for (int64_t j = 0; j < n; ++j)"):
                     w.line(f"const int64_t at = (o * n + {j}) * inner + i;")
                     if node.attrs.get("exclusive", 0):
                         w.line(f"{dst}[at] = ({t.c})acc;")
-                        w.line(f"acc += ({acc_t}){src}[at];")
+                        w.line(f"acc {assign} ({acc_t}){src}[at];")
                     else:
-                        w.line(f"acc += ({acc_t}){src}[at];")
+                        w.line(f"acc {assign} ({acc_t}){src}[at];")
                         w.line(f"{dst}[at] = ({t.c})acc;")
 
 

@@ -1,4 +1,4 @@
-"""Reductions against onnxruntime: Reduce*, ArgMax/ArgMin, CumSum, TopK."""
+"""Reductions against onnxruntime: Reduce*, ArgMax/ArgMin, CumSum, CumProd, TopK."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -191,6 +191,32 @@ def test_cumsum_axis_at_run_time(axis, rng):
 def test_cumsum_empty(rng):
     check_node("CumSum", {"x": np.zeros((0, 3), np.float32)}, opset=14,
                initializers={"axis": np.array(1, np.int64)})
+
+
+# CumProd (opset 26) shares CumSum's kernel; values near 1 keep the products in range.
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_cumprod(exclusive, reverse, axis, rng):
+    x = rng.uniform(0.5, 1.5, (3, 4, 5)).astype(np.float32)
+    check_node("CumProd", {"x": x}, {"exclusive": exclusive, "reverse": reverse}, opset=26,
+               initializers={"axis": np.array(axis, np.int64)})
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32, np.uint64, np.float64])
+def test_cumprod_dtypes(dtype, rng):
+    # Signed values and long rows: integer products wrap as the element type would.
+    lo = 0 if np.dtype(dtype).kind == "u" else -9
+    x = rng.integers(lo, 10, (3, 40)).astype(dtype)
+    check_node("CumProd", {"x": x}, {"exclusive": 1}, opset=26,
+               initializers={"axis": np.array(1, np.int32)}, oracle="reference")
+
+
+def test_cumprod_axis_at_run_time_and_empty(rng):
+    x = rng.uniform(0.5, 1.5, (3, 4, 2)).astype(np.float32)
+    check_node("CumProd", {"x": x, "axis": np.array(-2, np.int64)}, {"reverse": 1}, opset=26)
+    check_node("CumProd", {"x": np.zeros((2, 0), np.float32)}, opset=26,
+               initializers={"axis": np.array(0, np.int64)})
 
 
 # -- TopK --------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Ra
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 #: function-body expansions allowed in one model (a guard against self-referencing bodies)
 _MAX_EXPANSIONS = 100_000
+#: opset versions past this are corrupt (ONNX is near 25); the schema lookup takes a C int
+_MAX_OPSET = 10_000
 
 
 def load_model(source: "str | os.PathLike | bytes | onnx.ModelProto") -> tuple[onnx.ModelProto, str]:
@@ -66,7 +68,21 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
     if not model.HasField("graph"):
         raise ModelFormatError("not an ONNX model: it has no graph (empty or truncated file?)",
                                model=label)
+    _check_text(model, label)
     return model
+
+
+def _check_text(model: onnx.ModelProto, label: str) -> None:
+    """Names and op types must be text: protobuf hands invalid UTF-8 through as bytes."""
+    g = model.graph
+    texts = [g.name, *(o.domain for o in model.opset_import)]
+    for n in g.node:
+        texts += [n.op_type, n.domain, n.name, *n.input, *n.output, *(a.name for a in n.attribute)]
+    texts += [v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer)]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ModelFormatError(f"the name {bad!r} is not valid UTF-8 text (a corrupt file?)",
+                               model=label)
 
 
 def import_onnx(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -94,6 +110,10 @@ class _Importer:
         self.runtime_inputs: set[str] = set()
 
     def run(self) -> Graph:
+        for o in self.model.opset_import:
+            if not 0 <= o.version <= _MAX_OPSET:
+                raise ModelFormatError(f"opset version {o.version} of domain "
+                                       f"{o.domain or 'ai.onnx'!r} is not a valid version")
         graph = Graph(name=self.g.name)
         self._initializers()
         graph.inputs = self._inputs()
@@ -247,12 +267,12 @@ class _Importer:
         if opset is None:
             opset = next((o.version for o in self.model.opset_import if (o.domain or "") == domain
                           or (domain == "" and o.domain == "ai.onnx")), 0)
-        try:
-            schema = onnx.defs.get_schema(proto.op_type, opset, domain)
-        except onnx.defs.SchemaError:
-            schema = None
-        if schema is not None:
-            _check_signature(proto, schema)
+        schema = _schema(proto.op_type, opset, domain)
+        # An op newer than the model's opset is still compiled, so its signature is checked
+        # against the op's newest schema: no OpDef should see a malformed node.
+        signature = schema or _schema(proto.op_type, None, domain)
+        if signature is not None:
+            _check_signature(proto, signature)
         attrs = self._attrs(proto, schema)
         outputs = [Value(TensorType(dt.F32, ()), name) for name in proto.output]
         node = Node(proto.op_type, [None] * len(proto.input), outputs, attrs, proto.name,
@@ -391,6 +411,16 @@ def _mark_unknown(node: Node) -> None:
         v.type = _UNKNOWN
 
 
+def _schema(op_type: str, opset: int | None, domain: str) -> "onnx.defs.OpSchema | None":
+    """The op's schema at `opset` (the newest one when opset is None); None when it has none."""
+    try:
+        if opset is None:
+            return onnx.defs.get_schema(op_type, domain)
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
 def _check_signature(proto: onnx.NodeProto, schema: onnx.defs.OpSchema) -> None:
     """Input/output counts, required inputs and attribute types, as the op's schema says.
 
@@ -402,9 +432,12 @@ def _check_signature(proto: onnx.NodeProto, schema: onnx.defs.OpSchema) -> None:
                             ("output", len(proto.output), schema.min_output, schema.max_output)):
         if not lo <= n <= hi:
             raise bad(f"has {n} {kind}(s); {proto.op_type} takes {_count_range(lo, hi)}")
-    single = onnx.defs.OpSchema.FormalParameterOption.Single
-    for k, (name, param) in enumerate(zip(proto.input, schema.inputs)):
-        if not name and param.option == single:
+    optional = onnx.defs.OpSchema.FormalParameterOption.Optional
+    params = list(schema.inputs)
+    for k, name in enumerate(proto.input):
+        # A variadic last parameter takes every remaining input; none of them may be omitted.
+        param = params[min(k, len(params) - 1)] if params else None
+        if not name and param is not None and param.option != optional:
             raise bad(f"required input {k} ({param.name}) is empty")
     for a in proto.attribute:
         spec = schema.attributes.get(a.name)

@@ -21,9 +21,14 @@ def _layout(node: Node) -> tuple[int, int, int]:
     x, target = node.inputs[0].type, node.inputs[1].type
     if x.rank < 2:
         raise fail(node, f"input must have rank >= 2, got shape {list(x.shape)}")
+    if target.dtype not in (dt.I32, dt.I64):
+        raise fail(node, f"target must hold int32 or int64 class indices, got {target.dtype}")
     if target.shape != (x.shape[0],) + x.shape[2:]:
         raise fail(node, f"target shape {list(target.shape)} does not match input shape "
                    f"{list(x.shape)} (expected (N, d1, ...))")
+    if x.shape[1] == 0 and target.size:
+        raise fail(node, f"input shape {list(x.shape)} has no classes (C = 0) for the targets "
+                   "to pick from")
     w = node.input(2)
     if w is not None and w.type.shape != (x.shape[1],):
         raise fail(node, f"weight must have shape [C] = [{x.shape[1]}], got {list(w.type.shape)}")

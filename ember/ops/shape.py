@@ -212,13 +212,17 @@ class Range(OpDef):
             raise unsupported(node, "start, limit or delta given at run time make the output "
                                     "shape dynamic, which is not supported")
         dtype = node.inputs[0].type.dtype
-        start, limit, delta = (np.asarray(v.const).reshape(-1)[0] for v in node.inputs)
         if any(v.type.size != 1 or v.type.dtype != dtype for v in node.inputs):
             raise fail(node, "start, limit and delta must be scalars of one element type")
+        start, limit, delta = (np.asarray(v.const).reshape(-1)[0] for v in node.inputs)
         if delta == 0:
             raise fail(node, "delta must not be 0")
         if dtype.is_float:
-            count = math.ceil((float(limit) - float(start)) / float(delta))
+            span = (float(limit) - float(start)) / float(delta)
+            if not math.isfinite(span):
+                raise fail(node, f"start {start}, limit {limit} and delta {delta} do not give "
+                           "a finite number of elements")
+            count = math.ceil(span)
         else:
             count = -((int(start) - int(limit)) // int(delta))
         return [TensorType(dtype, (max(count, 0),))]

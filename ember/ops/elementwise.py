@@ -373,6 +373,11 @@ def scalar_attrs(node: Node) -> dict[str, Any]:
     return attrs
 
 
+#: string attributes of elementwise ops and their allowed values (the default first)
+_STRING_ATTRS = {"BitShift": {"direction": ("RIGHT", "LEFT")},
+                 "Gelu": {"approximate": ("none", "tanh")}}
+
+
 @register_op(*SCALAR_OPS)
 class Elementwise(OpDef):
     def check(self, node: Node) -> list[str]:
@@ -385,6 +390,10 @@ class Elementwise(OpDef):
         bad = sorted(str(t) for t in kinds if t not in allowed)
         if node.op == "Cast" and dt.from_onnx(node.attrs.get("to", 0)) is None:
             return [f"cast to element type {node.attrs.get('to')} is not supported"]
+        for name, allowed_values in _STRING_ATTRS.get(node.op, {}).items():
+            value = node.attrs.get(name, allowed_values[0])
+            if value not in allowed_values:
+                return [f"{name} {value!r} is not one of {', '.join(allowed_values)}"]
         return [f"element type {b} is not supported" for b in bad]
 
     def infer(self, node: Node) -> list[TensorType]:

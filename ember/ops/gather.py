@@ -35,6 +35,21 @@ def _needs(node: Node, n: int) -> None:
         raise fail(node, f"needs {n} inputs")
 
 
+def _check_const_indices(node: Node, extent: "int | tuple[int, ...]") -> None:
+    """Constant indices (input 1) must lie in [-extent, extent): a bad model is reported at
+    compile time rather than read as zeros. A tuple gives one extent per last-axis component
+    (GatherND/ScatterND)."""
+    indices = node.const_input(1)
+    if indices is None or indices.size == 0:
+        return
+    bound = np.broadcast_to(np.asarray(extent, dtype=np.int64), indices.shape)
+    bad = (indices < -bound) | (indices >= bound)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise fail(node, f"constant index {int(indices[at])} at {list(at)} is out of range "
+                   f"[-{int(bound[at])}, {int(bound[at])})")
+
+
 def _wrap(w: CWriter, var: str, raw: str, extent: int) -> str:
     """Declare `var` = index `raw` wrapped by `extent`; returns the C test that it is in range."""
     w.line(f"int64_t {var} = (int64_t)({raw});")
@@ -69,6 +84,7 @@ class Gather(OpDef):
         if data.rank == 0:
             raise fail(node, "data must have rank >= 1")
         axis = normalize_axis(node, node.attrs.get("axis", 0), data.rank)
+        _check_const_indices(node, data.shape[axis])
         shape = data.shape[:axis] + indices.shape + data.shape[axis + 1:]
         return [TensorType(data.dtype, shape)]
 
@@ -138,6 +154,7 @@ def _elements_axis(node: Node) -> int:
     for d, (n, m) in enumerate(zip(indices.shape, data.shape)):
         if d != axis and n > m:
             raise fail(node, f"indices dim {d} ({n}) is larger than data dim {d} ({m})")
+    _check_const_indices(node, data.shape[axis])
     return axis
 
 
@@ -234,6 +251,7 @@ def _nd_layout(node: Node, batch_dims: int) -> tuple[int, int, int]:
     if k > data.rank - batch_dims:
         raise fail(node, f"indices last dim {k} is larger than data rank - batch_dims "
                    f"({data.rank - batch_dims})")
+    _check_const_indices(node, data.shape[batch_dims:batch_dims + k])
     slices = math.prod(indices.shape[batch_dims:-1])
     return k, slices, math.prod(data.shape[batch_dims + k:])
 

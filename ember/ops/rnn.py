@@ -223,7 +223,7 @@ class _Emitter:
     def gate(self, name: str, g: int, extra: str = "") -> None:
         """Pre-activation of gate g at unit k of row b: gx + gh (+ extra)."""
         gh = self.d.gates * self.d.hidden
-        at = f"b * {gh} + {g * self.d.hidden} + k"
+        at = f"b * {gh} + {g * self.d.hidden} + k" if g else f"b * {gh} + k"
         self.preact(name, f"gx[{at}] + gh[{at}]{extra}")
 
     def dot(self, acc: str, vec: str, row: str, n: int) -> None:
@@ -243,7 +243,9 @@ class _Emitter:
         n_state = bh * (2 if self.node.op == "LSTM" else 1)
         acc_size = 8 if A == "double" else 4
         itemsize = self.node.inputs[0].type.dtype.itemsize
-        scratch = self.ctx.request_scratch(8 * d.batch + acc_size * n_acc + itemsize * n_state)
+        # At least one word, so the kernel gets a scratch pointer even for an empty batch.
+        scratch = self.ctx.request_scratch(max(8, 8 * d.batch + acc_size * n_acc
+                                               + itemsize * n_state))
         w.line(f"int64_t *lens = (int64_t *){scratch};")
         w.line(f"{A} *gx = ({A} *)(lens + {d.batch});")
         w.line(f"{A} *gh = gx + {d.batch * gh};")

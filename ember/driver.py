@@ -44,6 +44,12 @@ def compile_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
     log.info("%s: %d nodes after import", label, len(graph.nodes))
     with stages("optimize"):
         graph = optimize(graph, options)
+    return build(graph, options, stages)
+
+
+def build(graph: Graph, options: CompileOptions, stages: "_Stages | None" = None) -> CompiledModel:
+    """Lower an (optimized) graph, generate C, compile and load it."""
+    stages = stages or _Stages()
     with stages("lower"):
         lowered = lower_graph(graph, threads=options.threads)
         source = render_model(lowered, __version__)

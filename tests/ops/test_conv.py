@@ -134,17 +134,12 @@ def test_conv_transpose_double(bias, rng):
           bias=bias, dtype=np.float64, op="ConvTranspose")
 
 
-def test_epilogue_goes_through_store(rng, tmp_path):
+def test_epilogue_goes_through_store(rng):
     """A fused epilogue (bias broadcast over channels, then Relu) is applied to every element."""
-    from ember import __version__
-    from ember.driver import import_model, manifest
+    from ember.driver import build, import_model
     from ember.graph.ir import const_value
-    from ember.lower.to_kernels import lower_graph
     from ember.ops.elementwise import Program
     from ember.options import CompileOptions
-    from ember.render.c import render_model
-    from ember.runtime.cpu import CompiledModel, _aligned_empty
-    from ember.runtime.toolchain import build_shared_library, host_flags
 
     x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -159,13 +154,7 @@ def test_epilogue_goes_through_store(rng, tmp_path):
     program.add("Relu", (added,), {}, conv.outputs[0].type.dtype)
     conv.attrs["epilogue"] = program
     conv.inputs.append(extra_value)
-    lowered = lower_graph(graph)
-    library = build_shared_library(render_model(lowered, __version__),
-                                   host_flags(options.target.march, options.opt_level, 1),
-                                   tmp_path)
-    weights = _aligned_empty(len(lowered.weights))
-    weights[:] = np.frombuffer(lowered.weights, dtype=np.uint8)
-    got = CompiledModel(library, weights, manifest(lowered, graph), "").run({"x": x})["y"]
+    got = build(graph, options).run({"x": x})["y"]
     plain = ember.compile(make_model([_node("Conv", pads=[1, 1, 1, 1])], {"x": x}, ["y"],
                                      {"w": w})).run({"x": x})["y"]
     np.testing.assert_allclose(got, np.maximum(plain + extra, 0), rtol=1e-6, atol=1e-6)

@@ -409,16 +409,11 @@ def test_float16(rng):
 def run_unfolded(op, inputs, attrs=None, opset=17, n_outputs=1):
     """Compile one node built by hand, so the importer cannot fold it; run it on `inputs`
     (name -> (array, is_constant)) and return the outputs."""
-    from ember import __version__
-    from ember.driver import manifest
+    from ember.driver import build
     from ember.graph import dtypes as dt
     from ember.graph.ir import Graph, Node, TensorType, Value
-    from ember.lower.to_kernels import lower_graph
     from ember.ops.registry import get_op
     from ember.options import CompileOptions
-    from ember.render.c import render_model
-    from ember.runtime.cpu import CompiledModel, _aligned_empty
-    from ember.runtime.toolchain import build_shared_library, host_flags
 
     values = {n: Value(TensorType(dt.from_numpy(a.dtype), a.shape), n, a if const else None)
               for n, (a, const) in inputs.items()}
@@ -427,14 +422,7 @@ def run_unfolded(op, inputs, attrs=None, opset=17, n_outputs=1):
     for v, t in zip(outs, get_op(op).infer(node)):
         v.type, v.const = t, None        # keep the kernel even where infer knows the value
     graph = Graph([node], [v for v in values.values() if not v.is_const], outs)
-    lowered = lower_graph(graph)
-    options = CompileOptions()
-    library = build_shared_library(render_model(lowered, __version__),
-                                   host_flags(options.target.march, options.opt_level, 1),
-                                   options.cache_dir)
-    weights = _aligned_empty(len(lowered.weights))
-    weights[:] = np.frombuffer(lowered.weights, dtype=np.uint8)
-    model = CompiledModel(library, weights, manifest(lowered, graph))
+    model = build(graph, CompileOptions())
     got = model.run({n: a for n, (a, const) in inputs.items() if not const})
     return [got[v.name] for v in outs]
 

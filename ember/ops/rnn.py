@@ -267,7 +267,7 @@ class _Emitter:
             w.line("(void)rev;")
             self.init_state()
             with w.block(f"for (int64_t s = 0; s < {d.seq}; ++s)"):
-                self.gemm(0, gh, self.rec_rows)
+                self.gemm()
                 self.cell()
                 with w.block(f"for (int64_t b = 0; b < {d.batch}; ++b) if (s >= lens[b])"):
                     for out in self.ctx.outs[:1]:   # Y past the row's length is zero
@@ -295,25 +295,45 @@ class _Emitter:
                     w.line(f"{out}[{d.state_at('d', 'b')} + k] = lens[b] > 0 ? "
                            f"{name}[b * {d.hidden} + k] : 0;")
 
-    def gemm(self, lo: int, hi: int, rec_hi: int) -> None:
-        """For weight rows j in [lo, hi) and every running row b: gx = x·W[j] + Wb[j], and for
-        j < rec_hi also gh = h·R[j] + Rb[j]."""
-        d, w, A, T = self.d, self.w, self.A, self.T
-        X, W, R, B = self.ins[0], self.ins[1], self.ins[2], self.ins[3]
-        gh = d.gates * d.hidden
+    def bias(self, at: str) -> str:
+        """Initial accumulator: B[d, at] when the node has biases, else 0."""
+        B = self.ins[3]
+        return f"({self.A}){B}[d * {2 * self.d.gates * self.d.hidden} + {at}]" if B else "0"
+
+    def recurrent_row(self, vec: str) -> None:
+        """gh[b, j] = vec[b]·R[d, j] + Rb[d, j], with `rj` pointing at R[d, j]."""
+        d, w, gh = self.d, self.w, self.d.gates * self.d.hidden
+        w.line(f"{self.A} ah = {self.bias(f'{gh} + j')};")
+        self.dot("ah", f"({vec} + b * {d.hidden})", "rj", d.hidden)
+        w.line(f"gh[b * {gh} + j] = ah;")
+
+    @contextlib.contextmanager
+    def weight_rows(self, lo: int, hi: int) -> Iterator[None]:
+        """Loop j over weight rows [lo, hi) with `wj`/`rj` pointing at W[d, j] and R[d, j]."""
+        d, w, T, gh = self.d, self.w, self.T, self.d.gates * self.d.hidden
         with w.block(f"for (int64_t j = {lo}; j < {hi}; ++j)"):
-            w.line(f"const {T} *wj = {W} + (d * {gh} + j) * {d.inp};")
-            w.line(f"const {T} *rj = {R} + (d * {gh} + j) * {d.hidden};")
+            w.line(f"const {T} *wj = {self.ins[1]} + (d * {gh} + j) * {d.inp};")
+            w.line(f"const {T} *rj = {self.ins[2]} + (d * {gh} + j) * {d.hidden};")
+            w.line("(void)wj;")
+            yield
+
+    def gemm(self) -> None:
+        """For every weight row j and running row b: gx = x·W[j] + Wb[j], and for the rows
+        whose recurrent part needs only h, gh = h·R[j] + Rb[j]."""
+        d, w, A, T = self.d, self.w, self.A, self.T
+        gh = d.gates * d.hidden
+        with self.weight_rows(0, gh):
             with self.active_rows():
                 w.line("const int64_t t = rev ? lens[b] - 1 - s : s;")
-                w.line(f"const {T} *x = {X} + {d.x_at('t', 'b')};")
-                w.line(f"{A} ax = {f'({A}){B}[d * {2 * gh} + j]' if B else '0'};")
+                w.line(f"const {T} *x = {self.ins[0]} + {d.x_at('t', 'b')};")
+                w.line(f"{A} ax = {self.bias('j')};")
                 self.dot("ax", "x", "wj", d.inp)
                 w.line(f"gx[b * {gh} + j] = ax;")
-                with w.block(f"if (j < {rec_hi})"):
-                    w.line(f"{A} ah = {f'({A}){B}[d * {2 * gh} + {gh} + j]' if B else '0'};")
-                    self.dot("ah", f"(h + b * {d.hidden})", "rj", d.hidden)
-                    w.line(f"gh[b * {gh} + j] = ah;")
+                if self.rec_rows == gh:
+                    self.recurrent_row("h")
+                else:
+                    with w.block(f"if (j < {self.rec_rows})"):
+                        self.recurrent_row("h")
 
     def cell(self) -> None:
         {"RNN": self.rnn_cell, "GRU": self.gru_cell, "LSTM": self.lstm_cell}[self.node.op]()
@@ -351,13 +371,9 @@ class _Emitter:
                     w.line(f"const int64_t hk = b * {H} + k;")
                     self.gate("zr", 1)
                     w.line(f"rh[hk] = {self.act(0, 'zr')} * ({A})h[hk];")
-            B, R = self.ins[3], self.ins[2]
-            with w.block(f"for (int64_t j = {2 * H}; j < {3 * H}; ++j)"):
-                w.line(f"const {self.T} *rj = {R} + (d * {gh} + j) * {H};")
+            with self.weight_rows(2 * H, 3 * H):
                 with self.active_rows():
-                    w.line(f"{A} ah = {f'({A}){B}[d * {2 * gh} + {gh} + j]' if B else '0'};")
-                    self.dot("ah", f"(rh + b * {H})", "rj", H)
-                    w.line(f"gh[b * {gh} + j] = ah;")
+                    self.recurrent_row("rh")
         with self.unit_loop():
             self.gate("zz", 0)
             w.line(f"const {A} z = {self.act(0, 'zz')};")

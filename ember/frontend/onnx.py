@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections import ChainMap
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
@@ -107,6 +108,9 @@ class _Importer:
         self.values: dict[str, Value] = {}
         self.problems: list[str] = []
         self.expansions = 0
+        # Names an If branch may use beyond the graph's own: an If created inside a function
+        # body or another branch sees that body's values (lexical scoping).
+        self.scopes: dict[int, Mapping[str, Value | None]] = {}
         self.runtime_inputs: set[str] = set()
 
     def run(self) -> Graph:
@@ -287,10 +291,8 @@ class _Importer:
                 if a.default_value.type != AttributeProto.UNDEFINED:
                     attrs[name] = _attr_value(a.default_value)
         for a in proto.attribute:
-            if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-                attrs[a.name] = _SUBGRAPH
-            elif a.ref_attr_name:
-                attrs[a.name] = _SUBGRAPH
+            if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) or a.ref_attr_name:
+                attrs[a.name] = Subgraph(a.g if a.type == AttributeProto.GRAPH else None)
             else:
                 try:
                     attrs[a.name] = _attr_value(a)
@@ -321,7 +323,56 @@ class _Importer:
                     inner.outputs[k] = results[name]
                     results[name].producer = inner
                 env[name] = inner.outputs[k]
+            if inner.op == "If":
+                self.scopes[id(inner)] = env
             inner_nodes.append(inner)
+        return inner_nodes
+
+    def _inline_branch(self, node: Node, where: str) -> list[Node]:
+        """An If whose condition is known at compile time becomes the branch it takes."""
+        cond = node.inputs[0].const
+        if cond.size != 1:
+            raise GraphError(f"If condition must hold one value, got shape {list(cond.shape)}",
+                             node=node.name, op=node.op)
+        taken = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
+        branch = node.attrs.get(taken)
+        graph = branch.graph if isinstance(branch, Subgraph) else None
+        if graph is None or len(graph.output) != len(node.outputs):
+            raise GraphError(f"If {taken} is missing or does not give {len(node.outputs)} "
+                             "output(s)", node=node.name, op=node.op)
+        # The first branch output of each name becomes the If's output value in place.
+        results: dict[str, Value] = {}
+        for vi, result in zip(graph.output, node.outputs):
+            results.setdefault(vi.name, result)
+        local = {init.name: self._tensor_value(init, f"{where}: initializer {init.name!r}")
+                 for init in graph.initializer}
+        scope = ChainMap(local, self.scopes.get(id(node), {}), self.values)
+
+        def lookup(name: str) -> Value:
+            value = scope.get(name)                 # the branch, enclosing bodies, the graph
+            if value is None:
+                raise GraphError(f"If {taken} uses {name!r}, which nothing defines",
+                                 node=node.name, op=node.op)
+            return value
+
+        inner_nodes: list[Node] = []
+        for proto in graph.node:
+            inner = self._node(proto)
+            inner.attrs.pop("__outnames")
+            inner.name = f"{node.name}/{proto.name or proto.op_type}"
+            inner.inputs = [lookup(name) if name else None for name in proto.input]
+            for k, name in enumerate(proto.output):
+                if name in results and results[name].producer is node:
+                    inner.outputs[k] = results[name]
+                    results[name].producer = inner
+                local[name] = inner.outputs[k]
+            if inner.op == "If":
+                self.scopes[id(inner)] = scope
+            inner_nodes.append(inner)
+        for vi, result in zip(graph.output, node.outputs):
+            if result.producer is node:            # returned an outer value, or a name twice
+                inner_nodes.append(Node("Identity", [lookup(vi.name)], [result], {},
+                                        f"{node.name}/{vi.name}", node.opset))
         return inner_nodes
 
     def _type_node(self, node: Node) -> list[Node] | None:
@@ -336,7 +387,9 @@ class _Importer:
         if node.domain:
             self.problems.append(f"{where}: domain {node.domain!r} is not supported")
             return _mark_unknown(node)
-        subgraphs = [k for k, v in node.attrs.items() if v is _SUBGRAPH]
+        if node.op == "If" and node.input(0) is not None and node.inputs[0].is_const:
+            return self._inline_branch(node, where)
+        subgraphs = [k for k, v in node.attrs.items() if isinstance(v, Subgraph)]
         opdef = get_op(node.op)
         foldable = (node.op not in NONDETERMINISTIC_OPS and not subgraphs
                     and all(v is None or v.is_const for v in node.inputs))
@@ -360,11 +413,10 @@ class _Importer:
                 types = opdef.infer(node)
             except UnsupportedError as e:
                 self.problems.append(f"{where}: {e.message}")
-                # Graph inputs giving a node's parameters (shape, axes, k ...: never input 0,
-                # the data) — binding their values, as the ONNX backend does (ember/backend.py),
-                # may make the node static.
-                self.runtime_inputs.update(v.name for v in node.inputs[1:] if v is not None
-                                           and not v.is_const and v.producer is None)
+                # The graph inputs a node's parameters (shape, axes, k ...: never input 0, the
+                # data) are computed from: binding their values, as the ONNX backend does
+                # (ember/backend.py), may make the node static.
+                self.runtime_inputs.update(_graph_inputs_behind(node.inputs[1:]))
                 return _mark_unknown(node)
             except EmberError:
                 raise
@@ -397,13 +449,33 @@ class _Importer:
             v.const = array
 
 
-class _Subgraph:
+class Subgraph:
+    """A graph-valued attribute (an If branch, a Loop or Scan body), kept for inlining."""
+
+    def __init__(self, graph: onnx.GraphProto | None) -> None:
+        self.graph = graph
+
     def __repr__(self) -> str:
         return "<subgraph>"
 
-
-_SUBGRAPH = _Subgraph()
 _UNKNOWN = TensorType(dt.F32, (-1,))
+
+
+def _graph_inputs_behind(values: list[Value | None]) -> set[str]:
+    """Names of the graph inputs that `values` are computed from."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [v for v in values if v is not None]
+    while stack:
+        v = stack.pop()
+        if v.id in seen or v.is_const:
+            continue
+        seen.add(v.id)
+        if v.producer is None:
+            found.add(v.name)
+        else:
+            stack.extend(u for u in v.producer.inputs if u is not None)
+    return found
 
 
 def _mark_unknown(node: Node) -> None:

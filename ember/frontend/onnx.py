@@ -10,7 +10,7 @@ import math
 import os
 from collections import ChainMap
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -311,22 +311,35 @@ class _Importer:
             return None
         opsets = function_opsets(fn)
         env: dict[str, Value | None] = dict(zip(fn.input, node.inputs))
-        results = dict(zip(fn.output, node.outputs))
-        inner_nodes = []
-        for proto in bound_nodes(fn, node.attrs):
-            inner = self._node(proto, opsets.get(proto.domain or "", node.opset))
+        return self._instantiate(node, bound_nodes(fn, node.attrs), env.get, env,
+                                 dict(zip(fn.output, node.outputs)), env,
+                                 lambda proto: opsets.get(proto.domain or "", node.opset))
+
+    def _instantiate(self, outer: Node, protos: Iterable[onnx.NodeProto],
+                     resolve: Callable[[str], Value | None], local: dict[str, Value | None],
+                     results: dict[str, Value], scope: Mapping[str, Value | None],
+                     opset_of: Callable[[onnx.NodeProto], int | None]) -> list[Node]:
+        """Nodes for a body (a function or an If branch) that replaces `outer`.
+
+        Inputs are found by `resolve`; every value the body defines is recorded in `local`;
+        the body values named in `results` become the outer node's own output values, so its
+        readers need no rewiring. An If inside the body sees `scope`.
+        """
+        nodes = []
+        for proto in protos:
+            inner = self._node(proto, opset_of(proto))
             inner.attrs.pop("__outnames")
-            inner.name = f"{node.name}/{proto.op_type}"
-            inner.inputs = [env.get(name) if name else None for name in proto.input]
+            inner.name = f"{outer.name}/{proto.name or proto.op_type}"
+            inner.inputs = [resolve(name) if name else None for name in proto.input]
             for k, name in enumerate(proto.output):
-                if name in results:                 # the function's outputs are the node's
+                if name in results and results[name].producer is outer:
                     inner.outputs[k] = results[name]
                     results[name].producer = inner
-                env[name] = inner.outputs[k]
+                local[name] = inner.outputs[k]
             if inner.op == "If":
-                self.scopes[id(inner)] = env
-            inner_nodes.append(inner)
-        return inner_nodes
+                self.scopes[id(inner)] = scope
+            nodes.append(inner)
+        return nodes
 
     def _inline_branch(self, node: Node, where: str) -> list[Node]:
         """An If whose condition is known at compile time becomes the branch it takes."""
@@ -355,20 +368,8 @@ class _Importer:
                                  node=node.name, op=node.op)
             return value
 
-        inner_nodes: list[Node] = []
-        for proto in graph.node:
-            inner = self._node(proto)
-            inner.attrs.pop("__outnames")
-            inner.name = f"{node.name}/{proto.name or proto.op_type}"
-            inner.inputs = [lookup(name) if name else None for name in proto.input]
-            for k, name in enumerate(proto.output):
-                if name in results and results[name].producer is node:
-                    inner.outputs[k] = results[name]
-                    results[name].producer = inner
-                local[name] = inner.outputs[k]
-            if inner.op == "If":
-                self.scopes[id(inner)] = scope
-            inner_nodes.append(inner)
+        inner_nodes = self._instantiate(node, graph.node, lookup, local, results, scope,
+                                        lambda proto: None)   # None: the model's opset
         for vi, result in zip(graph.output, node.outputs):
             if result.producer is node:            # returned an outer value, or a name twice
                 inner_nodes.append(Node("Identity", [lookup(vi.name)], [result], {},

@@ -21,16 +21,19 @@ from ember.lower.memory_plan import align
 from ember.ops.registry import OpDef, fail, register_op
 from ember.render.cwriter import CWriter, c_literal
 
-#: element types of MatMul and Gemm (ONNX also allows float16/bfloat16, which Ember lacks)
-GEMM_DTYPES = (dt.F32, dt.F64, dt.I32, dt.I64, dt.U32, dt.U64)
+#: element types of MatMul and Gemm (ONNX also allows bfloat16, which Ember lacks)
+GEMM_DTYPES = (dt.F16, dt.F32, dt.F64, dt.I32, dt.I64, dt.U32, dt.U64)
 #: bytes of B one column block may take, so the panel stays in the L2 cache
 _PANEL_BYTES = 192 * 1024
 
 
 def accumulator_c_type(dtype: DType) -> str:
-    """The C type sums of products accumulate in: the type itself for floats; for integers an
-    unsigned type of at least 32 bits, so overflow wraps (as in onnxruntime) instead of being
-    undefined behaviour, and narrow types do not promote to signed int."""
+    """The C type sums of products accumulate in: the type itself for float and double, float
+    for float16 (as onnxruntime does); for integers an unsigned type of at least 32 bits, so
+    overflow wraps (as in onnxruntime) instead of being undefined behaviour, and narrow types
+    do not promote to signed int."""
+    if dtype is dt.F16:
+        return "float"
     if dtype.is_float:
         return dtype.c
     return "uint64_t" if dtype.itemsize == 8 else "uint32_t"

@@ -82,7 +82,7 @@ class Reducer:
     since: int = 18            # opset from which axes is an input, not an attribute
 
 
-_SUM_TYPES = (dt.F32, dt.F64, dt.I32, dt.I64, dt.U32, dt.U64)
+_SUM_TYPES = (dt.F16, dt.F32, dt.F64, dt.I32, dt.I64, dt.U32, dt.U64)
 _MINMAX_TYPES = _SUM_TYPES + (dt.I8, dt.U8)
 
 REDUCERS: dict[str, Reducer] = {

@@ -277,3 +277,10 @@ def test_shape_errors(op, shapes, attrs, rng):
     model = make_model([helper.make_node(op, list(ins), ["y"], **attrs)], ins, ["y"])
     with pytest.raises(ShapeError):
         ember.compile(model)
+
+
+@pytest.mark.parametrize("shapes", [((3, 17), (17, 5)), ((2, 4, 8), (8, 3)), ((7,), (7, 2))])
+def test_matmul_float16_accumulates_in_float(shapes, rng):
+    a = rng.standard_normal(shapes[0]).astype(np.float16)
+    b = rng.standard_normal(shapes[1]).astype(np.float16)
+    check_node("MatMul", {"a": a, "b": b}, rtol=2e-3, atol=2e-3)

@@ -270,3 +270,10 @@ def test_topk_bad_k(rng):
     x = rng.standard_normal((2, 3)).astype(np.float32)
     with pytest.raises(EmberError, match="outside"):
         check_node("TopK", {"x": x}, n_outputs=2, initializers={"k": np.array([4], np.int64)})
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2"])
+def test_float16_reductions(op, rng):
+    x = rng.standard_normal((3, 33)).astype(np.float16)
+    check_node(op, {"x": x}, initializers={"axes": np.array([1], np.int64)}, opset=18,
+               rtol=2e-3, atol=2e-3)

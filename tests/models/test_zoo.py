@@ -100,3 +100,14 @@ def test_save_and_load_give_identical_outputs(name, tmp_path):
         before, after = compiled.run(feeds), loaded.run(feeds)
         for o in compiled.outputs:
             np.testing.assert_array_equal(after[o.name], before[o.name])
+
+
+@pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "bert_tiny", "mlp"])
+def test_two_threads_match_onnxruntime(name):
+    """OpenMP kernels (threads=2) give the single-thread tolerances."""
+    model = zoo_model(name)
+    feeds = random_inputs(model, seed=2)
+    compiled = ember.compile(model, threads=2)
+    got = compiled.run(feeds)
+    for info, expected in zip(compiled.outputs, run_ort(model, feeds)):
+        assert_close(f"{name}/{info.name}", got[info.name], expected)

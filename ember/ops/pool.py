@@ -67,7 +67,15 @@ def pool_window(node: Node) -> tuple[tuple[int, ...], Window]:
         ones = (1,) * rank
         return shape, Window(shape[2:], ones, ones, (0,) * rank, (0,) * rank, ones)
     ceil_mode = bool(node.attrs.get("ceil_mode", 0))
-    return shape, sliding_window(node, shape[2:], kernel_attr(node, rank), ceil_mode)
+    win = sliding_window(node, shape[2:], kernel_attr(node, rank), ceil_mode)
+    # As onnxruntime: explicit padding of a whole window or more only makes windows of pure
+    # padding (and can make an output far larger than the input).
+    if node.attrs.get("auto_pad", "NOTSET") == "NOTSET" and any(
+            p >= k for k, pb, pe in zip(win.kernel, win.pads_begin, win.pads_end)
+            for p in (pb, pe)):
+        raise fail(node, f"pads {list(win.pads_begin + win.pads_end)} must be smaller than the "
+                   f"kernel {list(win.kernel)}")
+    return shape, win
 
 
 def _reduction(node: Node) -> Reduction:

@@ -135,3 +135,13 @@ def test_constant_negative_index_in_range_still_works():
     m = ember.compile(build(node, {"x": (F, (4, 3))}, {"i": np.array([-1, 0], np.int64)}))
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     np.testing.assert_array_equal(m(x), x[[-1, 0]])
+
+
+# -- pools: explicit padding of a whole window or more ------------------------------------------
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
+def test_pool_pads_not_smaller_than_kernel_are_refused(op):
+    # A 2x2 window padded by 1000 would make a huge output of pure padding windows.
+    node = helper.make_node(op, ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                            pads=[1000, 0, 0, 0])
+    expect(build(node, {"x": (F, (1, 1, 4, 4))}), ShapeError, "'pool'", op, "smaller than the kernel")

@@ -28,18 +28,46 @@ class LoweredModel:
     weights: bytes
     plan: MemoryPlan
     scratch_keys: dict[int, int] = field(default_factory=dict)   # kernel index -> buffer key
+    views: dict[int, Value] = field(default_factory=dict)   # value id -> value it shares bytes with
+
+    def storage(self, v: Value) -> Value:
+        """The value whose buffer holds `v`'s bytes (itself unless `v` is a view)."""
+        return self.views.get(v.id, v)
 
     @property
     def arena_bytes(self) -> int:
         return self.plan.arena_bytes
 
 
+#: ops whose output is their input's bytes unchanged: views of its buffer, not kernels
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+
+
 def lower_graph(graph: Graph, threads: int = 1) -> LoweredModel:
-    kernels = [lower_node(k, node, Schedule(threads=threads)) for k, node in enumerate(graph.nodes)]
+    views = find_views(graph)
+    nodes = [n for n in graph.nodes if n.outputs[0].id not in views]
+    kernels = [lower_node(k, node, Schedule(threads=threads)) for k, node in enumerate(nodes)]
     weight_offsets, weights = _pack_weights(graph)
-    plan, scratch_keys = _plan(graph, kernels)
+    plan, scratch_keys = _plan(graph, kernels, views)
     return LoweredModel(kernels, list(graph.inputs), list(graph.outputs), weight_offsets,
-                        weights, plan, scratch_keys)
+                        weights, plan, scratch_keys, views)
+
+
+def find_views(graph: Graph) -> dict[int, Value]:
+    """Value id -> the value whose buffer it reads, for every view node (VIEW_OPS) that can
+    share its input's buffer: a graph output keeps its own (the caller's) buffer, so its node
+    stays a copy."""
+    outputs = {v.id for v in graph.outputs}
+    views: dict[int, Value] = {}
+    for node in graph.nodes:
+        if node.op not in VIEW_OPS or len(node.outputs) != 1 or node.input(0) is None:
+            continue
+        src, out = node.inputs[0], node.outputs[0]
+        if (out.id in outputs or "epilogue" in node.attrs or out.type.dtype != src.type.dtype
+                or out.type.nbytes != src.type.nbytes):
+            continue
+        views[out.id] = views.get(src.id, src)
+    return views
 
 
 def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
@@ -85,7 +113,8 @@ def _pack_weights(graph: Graph) -> tuple[dict[int, int], bytes]:
     return offsets, b"".join(chunks)
 
 
-def _plan(graph: Graph, kernels: list[Kernel]) -> tuple[MemoryPlan, dict[int, int]]:
+def _plan(graph: Graph, kernels: list[Kernel],
+          views: dict[int, Value]) -> tuple[MemoryPlan, dict[int, int]]:
     io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -97,6 +126,7 @@ def _plan(graph: Graph, kernels: list[Kernel]) -> tuple[MemoryPlan, dict[int, in
                 last[v.id] = max(last.get(v.id, k), k)
                 sizes[v.id] = v.type.nbytes
         for v in kernel.inputs:
+            v = views.get(v.id, v) if v is not None else None   # reading a view reads its source
             if v is not None and v.id in first:
                 last[v.id] = k
     buffers = [Buffer(vid, sizes[vid], first[vid], last[vid]) for vid in first]

@@ -75,6 +75,7 @@ def _run(w: CWriter, model: LoweredModel) -> None:
         return v.producer is not None and not v.is_const and v.id not in inputs
 
     def where(v: Value) -> str:
+        v = model.storage(v)
         t = v.type.dtype.c
         if v.id in home and computed(v):
             return f"(({t} *)outputs[{home[v.id]}])"

@@ -67,10 +67,15 @@ def emit_take(w: CWriter, src: str, dst: str, t: TensorType, outer: int, extent:
     with w.loops((outer, count), "g") as (o, j):
         ok = _wrap(w, "k", index(j), extent)
         w.line(f"{t.dtype.c} *d = {dst} + ({o}*{count} + {j})*{inner};")
-        with w.block(f"if ({ok})"):
-            w.line(f"memcpy(d, {src} + ({o}*{extent} + k)*{inner}, {row});")
-        with w.block("else"):
-            w.line(f"memset(d, 0, {row});")
+        _copy_row(w, ok, "d", f"{src} + ({o}*{extent} + k)*{inner}", row)
+
+
+def _copy_row(w: CWriter, ok: str, dst: str, src: str, nbytes: int) -> None:
+    """Copy a row of `nbytes` when `ok`, else zero it: an out-of-range index reads as zeros."""
+    with w.block(f"if ({ok})"):
+        w.line(f"memcpy({dst}, {src}, {nbytes});")
+    with w.block("else"):
+        w.line(f"memset({dst}, 0, {nbytes});")
 
 
 @register_op("Gather")
@@ -296,10 +301,7 @@ class GatherND(OpDef):
         with w.loops((batches, slices), "g") as (n, m):
             ok = _emit_nd_offset(w, node, ctx, b, f"({n}*{slices} + {m})")
             w.line(f"{data.dtype.c} *d = {ctx.outs[0]} + ({n}*{slices} + {m})*{inner};")
-            with w.block(f"if ({ok})"):
-                w.line(f"memcpy(d, {ctx.ins[0]} + {n}*{per_batch} + off, {row});")
-            with w.block("else"):
-                w.line(f"memset(d, 0, {row});")
+            _copy_row(w, ok, "d", f"{ctx.ins[0]} + {n}*{per_batch} + off", row)
 
 
 @register_op("ScatterND")

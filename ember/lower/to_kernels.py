@@ -39,10 +39,6 @@ class LoweredModel:
         return self.plan.arena_bytes
 
 
-#: ops whose output is their input's bytes unchanged: views of its buffer, not kernels
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-
-
 def lower_graph(graph: Graph, threads: int = 1) -> LoweredModel:
     views = find_views(graph)
     nodes = [n for n in graph.nodes if n.outputs[0].id not in views]
@@ -54,13 +50,14 @@ def lower_graph(graph: Graph, threads: int = 1) -> LoweredModel:
 
 
 def find_views(graph: Graph) -> dict[int, Value]:
-    """Value id -> the value whose buffer it reads, for every view node (VIEW_OPS) that can
-    share its input's buffer: a graph output keeps its own (the caller's) buffer, so its node
-    stays a copy."""
+    """Value id -> the value whose buffer it reads, for every view node (OpDef.is_view) that
+    can share its input's buffer: a graph output keeps its own (the caller's) buffer, so its
+    node stays a copy."""
     outputs = {v.id for v in graph.outputs}
     views: dict[int, Value] = {}
     for node in graph.nodes:
-        if node.op not in VIEW_OPS or len(node.outputs) != 1 or node.input(0) is None:
+        opdef = get_op(node.op)
+        if opdef is None or not opdef.is_view(node) or node.input(0) is None:
             continue
         src, out = node.inputs[0], node.outputs[0]
         if (out.id in outputs or "epilogue" in node.attrs or out.type.dtype != src.type.dtype

@@ -396,6 +396,9 @@ class Elementwise(OpDef):
                 return [f"{name} {value!r} is not one of {', '.join(allowed_values)}"]
         return [f"element type {b} is not supported" for b in bad]
 
+    def is_view(self, node: Node) -> bool:
+        return node.op == "Identity"
+
     def infer(self, node: Node) -> list[TensorType]:
         present = operands(node)
         if not present:

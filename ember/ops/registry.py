@@ -37,6 +37,11 @@ class OpDef:
     def infer(self, node: Node) -> list[TensorType]:
         raise NotImplementedError
 
+    def is_view(self, node: Node) -> bool:
+        """True when output 0 is input 0's bytes unchanged (a reshape): lowering then makes it a
+        view of the input's buffer instead of a kernel."""
+        return False
+
     def flops(self, node: Node) -> int:
         """Arithmetic operations the node performs (multiply-add counts 2); for reports."""
         return sum(v.type.size for v in node.outputs)

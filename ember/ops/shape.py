@@ -20,6 +20,9 @@ from ember.render.cwriter import c_literal
 class _View(OpDef):
     """An op whose output 0 holds the bytes of input 0 under another shape."""
 
+    def is_view(self, node: Node) -> bool:
+        return True
+
     def lower(self, node: Node, ctx) -> None:
         emit_memcpy(ctx.w, ctx.outs[0], ctx.ins[0], node.outputs[0].type.nbytes)
 
@@ -112,6 +115,9 @@ def _scalar(value: "np.ndarray | float") -> float:
 @register_op("Dropout")
 class Dropout(OpDef):
     """Inference only: the output is the input and the mask is all true."""
+
+    def is_view(self, node: Node) -> bool:
+        return len(node.outputs) == 1
 
     def infer(self, node: Node) -> list[TensorType]:
         x = node.inputs[0].type

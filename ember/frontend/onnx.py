@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import ChainMap
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -20,6 +19,7 @@ from onnx import AttributeProto, helper, numpy_helper
 from ember.errors import (EmberError, GraphError, ModelFormatError, ShapeError,
                           UnsupportedError)
 from ember.graph import dtypes as dt
+from ember.frontend.control_flow import ControlFlow, Subgraph
 from ember.frontend.decompose import bound_nodes, function_body, function_opsets
 from ember.graph.evaluate import evaluate_node
 from ember.graph.ir import Graph, Node, TensorType, Value, topological_order
@@ -99,7 +99,7 @@ def default_opset(model: onnx.ModelProto) -> int:
     return versions[0] if versions else 1
 
 
-class _Importer:
+class _Importer(ControlFlow):
     def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
         self.model = model
         self.g = model.graph
@@ -166,7 +166,7 @@ class _Importer:
                                    f"{list(dims)} and type ({e})") from None
         if array.shape != dims or array.dtype != dtype.numpy:
             raise ModelFormatError(f"{what}: tensor data does not match its shape {list(dims)}")
-        return Value(TensorType(dtype, dims), tensor.name, np.ascontiguousarray(array))
+        return Value(TensorType(dtype, dims), tensor.name, np.asarray(array, order="C"))
 
     def _inputs(self) -> list[Value]:
         inputs = []
@@ -336,45 +336,10 @@ class _Importer:
                     inner.outputs[k] = results[name]
                     results[name].producer = inner
                 local[name] = inner.outputs[k]
-            if inner.op == "If":
+            if isinstance(inner.attrs.get("body") or inner.attrs.get("then_branch"), Subgraph):
                 self.scopes[id(inner)] = scope
             nodes.append(inner)
         return nodes
-
-    def _inline_branch(self, node: Node, where: str) -> list[Node]:
-        """An If whose condition is known at compile time becomes the branch it takes."""
-        cond = node.inputs[0].const
-        if cond.size != 1:
-            raise GraphError(f"If condition must hold one value, got shape {list(cond.shape)}",
-                             node=node.name, op=node.op)
-        taken = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
-        branch = node.attrs.get(taken)
-        graph = branch.graph if isinstance(branch, Subgraph) else None
-        if graph is None or len(graph.output) != len(node.outputs):
-            raise GraphError(f"If {taken} is missing or does not give {len(node.outputs)} "
-                             "output(s)", node=node.name, op=node.op)
-        # The first branch output of each name becomes the If's output value in place.
-        results: dict[str, Value] = {}
-        for vi, result in zip(graph.output, node.outputs):
-            results.setdefault(vi.name, result)
-        local = {init.name: self._tensor_value(init, f"{where}: initializer {init.name!r}")
-                 for init in graph.initializer}
-        scope = ChainMap(local, self.scopes.get(id(node), {}), self.values)
-
-        def lookup(name: str) -> Value:
-            value = scope.get(name)                 # the branch, enclosing bodies, the graph
-            if value is None:
-                raise GraphError(f"If {taken} uses {name!r}, which nothing defines",
-                                 node=node.name, op=node.op)
-            return value
-
-        inner_nodes = self._instantiate(node, graph.node, lookup, local, results, scope,
-                                        lambda proto: None)   # None: the model's opset
-        for vi, result in zip(graph.output, node.outputs):
-            if result.producer is node:            # returned an outer value, or a name twice
-                inner_nodes.append(Node("Identity", [lookup(vi.name)], [result], {},
-                                        f"{node.name}/{vi.name}", node.opset))
-        return inner_nodes
 
     def _type_node(self, node: Node) -> list[Node] | None:
         """Infer output types; fold the node when all its inputs are constants.
@@ -389,7 +354,9 @@ class _Importer:
             self.problems.append(f"{where}: domain {node.domain!r} is not supported")
             return _mark_unknown(node)
         if node.op == "If" and node.input(0) is not None and node.inputs[0].is_const:
-            return self._inline_branch(node, where)
+            return self.inline_branch(node, where)
+        if node.op == "Scan" and node.opset >= 9:
+            return self.unroll_scan(node, where)
         subgraphs = [k for k, v in node.attrs.items() if isinstance(v, Subgraph)]
         opdef = get_op(node.op)
         foldable = (node.op not in NONDETERMINISTIC_OPS and not subgraphs
@@ -449,15 +416,6 @@ class _Importer:
             v.type = TensorType(dtype, tuple(array.shape))
             v.const = array
 
-
-class Subgraph:
-    """A graph-valued attribute (an If branch, a Loop or Scan body), kept for inlining."""
-
-    def __init__(self, graph: onnx.GraphProto | None) -> None:
-        self.graph = graph
-
-    def __repr__(self) -> str:
-        return "<subgraph>"
 
 _UNKNOWN = TensorType(dt.F32, (-1,))
 

@@ -28,7 +28,7 @@ def evaluate_node(node: Node) -> list[np.ndarray]:
         [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in out_names])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain, node.opset)])
     results = ReferenceEvaluator(model).run(None, feeds)
-    return [np.ascontiguousarray(np.asarray(r)) for r in results]
+    return [np.asarray(r, order="C") for r in results]   # (ascontiguousarray makes 0-d 1-d)
 
 
 def _attr(value):

@@ -131,7 +131,8 @@ class Graph:
 
 def const_value(array: np.ndarray, dtype: DType, name: str = "") -> Value:
     """A compile-time constant value holding `array` converted to `dtype`."""
-    data = np.ascontiguousarray(np.asarray(array, dtype=dtype.numpy))
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,).)
+    data = np.array(array, dtype=dtype.numpy, order="C")
     return Value(TensorType(dtype, tuple(int(d) for d in data.shape)), name, data)
 
 

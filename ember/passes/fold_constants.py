@@ -55,7 +55,7 @@ def _fold(node: Node) -> bool:
         # Keep the inferred type: a fold must never change what readers see.
         if dt.from_numpy(array.dtype) is not v.type.dtype or array.shape != v.type.shape:
             return False
-        arrays.append(np.ascontiguousarray(array))
+        arrays.append(np.asarray(array, order="C"))
     for v, array in zip(node.outputs, arrays):
         v.const = array
         v.producer = None

@@ -1,4 +1,5 @@
-"""If with a condition known at compile time compiles as the branch it takes."""
+"""Control flow with static structure: If with a compile-time condition compiles as the
+branch it takes; Scan over a static length is unrolled."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -47,3 +48,28 @@ def test_runtime_condition_is_reported():
     model, _ = _if_model(None)
     with pytest.raises(ember.EmberError, match="If"):
         ember.compile(model)
+
+
+def _scan_model(reverse_in: int, reverse_out: int, axis: int):
+    """Running sum over a sequence: state' = state + x_t; scan output = state' * 2."""
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]),
+         helper.make_node("Mul", ["s_out", "two"], ["y_t"])],
+        "body",
+        [helper.make_tensor_value_info("s_in", f, [3]), helper.make_tensor_value_info("x_t", f, [3])],
+        [helper.make_tensor_value_info("s_out", f, [3]), helper.make_tensor_value_info("y_t", f, [3])],
+        [helper.make_tensor("two", f, [], [2.0])])
+    node = helper.make_node("Scan", ["s0", "x"], ["s_final", "ys"], body=body, num_scan_inputs=1,
+                            scan_input_directions=[reverse_in], scan_output_directions=[reverse_out],
+                            scan_input_axes=[axis], scan_output_axes=[axis])
+    rng = np.random.default_rng(3)
+    feeds = {"s0": rng.standard_normal(3).astype(np.float32),
+             "x": rng.standard_normal((4, 3) if axis == 0 else (3, 4)).astype(np.float32)}
+    return make_model([node], feeds, ["s_final", "ys"]), feeds
+
+
+@pytest.mark.parametrize("reverse_in,reverse_out,axis", [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)])
+def test_scan_is_unrolled(reverse_in, reverse_out, axis):
+    model, feeds = _scan_model(reverse_in, reverse_out, axis)
+    check_model(model, feeds)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import AttributeProto, helper, numpy_helper
+from onnx import AttributeProto, helper
 
+from ember.graph.evaluate import make_attr, node_proto
 from ember.graph.ir import Node, TensorType
 
 
@@ -25,7 +25,7 @@ def function_body(node: Node, input_types: list[TensorType | None]) -> onnx.Func
         return schema.function_body
     if not schema.has_context_dependent_function:
         return None
-    proto = _node_proto(node)
+    proto = node_proto(node)
     types = [helper.make_tensor_type_proto(t.dtype.onnx, t.shape).SerializeToString()
              for t in input_types if t is not None]
     try:
@@ -50,7 +50,7 @@ def bound_nodes(fn: onnx.FunctionProto, attrs: dict[str, Any]) -> list[onnx.Node
             if not a.ref_attr_name:
                 copy.attribute.append(a)
             elif a.ref_attr_name in attrs and attrs[a.ref_attr_name] is not None:
-                copy.attribute.append(_make_attr(a.name, attrs[a.ref_attr_name]))
+                copy.attribute.append(make_attr(a.name, attrs[a.ref_attr_name]))
             elif a.ref_attr_name in defaults:
                 resolved = AttributeProto()
                 resolved.CopyFrom(defaults[a.ref_attr_name])
@@ -62,18 +62,3 @@ def bound_nodes(fn: onnx.FunctionProto, attrs: dict[str, Any]) -> list[onnx.Node
 
 def function_opsets(fn: onnx.FunctionProto) -> dict[str, int]:
     return {("" if o.domain == "ai.onnx" else o.domain): o.version for o in fn.opset_import}
-
-
-def _node_proto(node: Node) -> onnx.NodeProto:
-    inputs = [f"i{k}" if v is not None else "" for k, v in enumerate(node.inputs)]
-    outputs = [f"o{k}" for k in range(len(node.outputs))]
-    attrs = {k: v for k, v in node.attrs.items() if not k.startswith("__")}
-    proto = helper.make_node(node.op, inputs, outputs, domain=node.domain)
-    proto.attribute.extend(_make_attr(k, v) for k, v in attrs.items())
-    return proto
-
-
-def _make_attr(name: str, value: Any) -> AttributeProto:
-    if isinstance(value, np.ndarray):
-        value = numpy_helper.from_array(value)
-    return helper.make_attribute(name, value)

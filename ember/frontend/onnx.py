@@ -21,7 +21,7 @@ from ember.errors import (EmberError, GraphError, ModelFormatError, ShapeError,
 from ember.graph import dtypes as dt
 from ember.frontend.control_flow import ControlFlow, Subgraph
 from ember.frontend.decompose import bound_nodes, function_body, function_opsets
-from ember.graph.evaluate import evaluate_node
+from ember.graph.evaluate import evaluate_node, static_output_bytes
 from ember.graph.ir import Graph, Node, TensorType, Value, topological_order
 from ember.ops.registry import get_op
 
@@ -394,6 +394,14 @@ class _Importer(ControlFlow):
             for v, t in zip(node.outputs, types):
                 _check_dims(t.shape, t.dtype.itemsize, f"output of node {node.name!r}")
                 v.type = t
+        if opdef is None:
+            # No infer() bounded the result: where ONNX shape inference can size it, refuse a
+            # constant too large to fold before the evaluator allocates it.
+            size = static_output_bytes(node)
+            if size is not None and size > MAX_FOLD_BYTES:
+                self.problems.append(f"{where}: op {node.op} is not supported (and its constant "
+                                     f"result, {size} bytes, is too large to fold)")
+                return _mark_unknown(node)
         if foldable and (opdef is None or
                          all(v.type.nbytes <= MAX_FOLD_BYTES for v in node.outputs)):
             self._fold(node, where)

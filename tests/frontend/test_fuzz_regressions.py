@@ -145,3 +145,20 @@ def test_pool_pads_not_smaller_than_kernel_are_refused(op):
     node = helper.make_node(op, ["x"], ["y"], name="pool", kernel_shape=[2, 2],
                             pads=[1000, 0, 0, 0])
     expect(build(node, {"x": (F, (1, 1, 4, 4))}), ShapeError, "'pool'", op, "smaller than the kernel")
+
+
+# -- folding an op Ember has no kernel for: sized by ONNX shape inference first -----------------
+
+def test_huge_constant_of_an_op_without_kernel_is_refused_before_folding(monkeypatch):
+    import ember.frontend.onnx as importer
+
+    def never(node):
+        raise AssertionError("the evaluator ran")
+    monkeypatch.setattr(importer, "evaluate_node", never)
+    # Pretend ConstantOfShape has no kernel, so only ONNX shape inference can size its result.
+    real_get_op = importer.get_op
+    monkeypatch.setattr(importer, "get_op",
+                        lambda op: None if op == "ConstantOfShape" else real_get_op(op))
+    node = helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill")
+    model = build(node, {}, {"shape": np.array([2**20, 2**20], np.int64)})
+    expect(model, UnsupportedError, "'fill'", "ConstantOfShape", "too large to fold")

@@ -245,12 +245,17 @@ def mutate_attribute(m: onnx.ModelProto, rng: random.Random) -> str:
     return f"attr {node.op_type}.{name}={str(value)[:60]}"
 
 
-def mutate_input_shape(m: onnx.ModelProto, rng: random.Random) -> str:
+def _pick_runtime_input(m: onnx.ModelProto, rng: random.Random) -> "onnx.ValueInfoProto | None":
+    """A graph input fed at run time (not an initializer), or None when there is none."""
     inits = {t.name for t in m.graph.initializer}
     ins = [vi for vi in m.graph.input if vi.name not in inits]
-    if not ins:
+    return rng.choice(ins) if ins else None
+
+
+def mutate_input_shape(m: onnx.ModelProto, rng: random.Random) -> str:
+    vi = _pick_runtime_input(m, rng)
+    if vi is None:
         return "noop"
-    vi = rng.choice(ins)
     dims = vi.type.tensor_type.shape.dim
     how = rng.random()
     if how < 0.25 and len(dims):
@@ -298,11 +303,9 @@ def mutate_initializer(m: onnx.ModelProto, rng: random.Random) -> str:
 
 
 def mutate_dtype(m: onnx.ModelProto, rng: random.Random) -> str:
-    inits = {t.name for t in m.graph.initializer}
-    ins = [vi for vi in m.graph.input if vi.name not in inits]
-    if not ins:
+    vi = _pick_runtime_input(m, rng)
+    if vi is None:
         return "noop"
-    vi = rng.choice(ins)
     vi.type.tensor_type.elem_type = rng.choice([TensorProto.FLOAT, TensorProto.DOUBLE,
                                                 TensorProto.INT64, TensorProto.INT32,
                                                 TensorProto.INT8, TensorProto.UINT8,
@@ -346,11 +349,9 @@ def mutate_opset(m: onnx.ModelProto, rng: random.Random) -> str:
 
 def mutate_freeze_input(m: onnx.ModelProto, rng: random.Random) -> str:
     """A graph input made a constant with hostile values (indices, shapes, k, lengths ...)."""
-    inits = {t.name for t in m.graph.initializer}
-    ins = [vi for vi in m.graph.input if vi.name not in inits]
-    if not ins:
+    vi = _pick_runtime_input(m, rng)
+    if vi is None:
         return "noop"
-    vi = rng.choice(ins)
     tt = vi.type.tensor_type
     shape = tuple(d.dim_value for d in tt.shape.dim)
     dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)

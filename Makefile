@@ -3,15 +3,20 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+# e.g. make bench BENCH_ARGS="--models mlp,resnet8 --threads 1 --runs 10"
+BENCH_ARGS ?=
 JOBS   ?= auto
 
-.PHONY: demo test test-fast conformance toolchain clean help
+.PHONY: demo test test-fast conformance bench toolchain clean help
 
 help:
 	@echo "make demo         compile and run a bundled model, report what happened"
 	@echo "make test         the whole test suite (installs what it needs)"
 	@echo "make test-fast    the suite without whole-model and conformance tests"
 	@echo "make conformance  the ONNX backend node-test suite: pass count"
+	@echo "make bench        Ember vs onnxruntime and OpenVINO on the zoo -> bench/results/"
+	@echo "                  (a quick run: make bench BENCH_ARGS=\"--models mlp --runs 10\")"
 
 # A C compiler is the one system tool Ember needs; install it when missing (Debian/Ubuntu).
 toolchain:
@@ -28,6 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
+# The peers Ember is measured against (the `bench` extra), beside what the tests need.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
 demo: toolchain $(STAMP)
 	$(PY) examples/demo.py
 
@@ -39,6 +49,9 @@ test-fast: toolchain $(STAMP)
 
 conformance: toolchain $(STAMP)
 	$(PY) tools/conformance.py
+
+bench: toolchain $(BENCH_STAMP)
+	$(PY) -m ember.bench.zoo $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

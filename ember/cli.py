@@ -3,6 +3,7 @@
     ember compile model.onnx -o model.ember/
     ember run model.ember/ --random
     ember inspect model.onnx --after eliminate-dead
+    ember bench resnet8 --threads 2
 
 Errors in the user's model or request print one line (`ember: error: ...`) and exit with
 status 2; anything else is a bug in Ember: one line, exit status 1, a traceback with --debug.
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import ember
+from ember.bench.options import add_bench_options
 from ember.errors import EmberError
 from ember.passes.pipeline import pass_names
 
@@ -38,7 +40,8 @@ examples:
   ember compile mobilenet.onnx -o mobilenet.ember/ --input-shape input=1x3x224x224
   ember run mobilenet.ember/ --random
   ember run mobilenet.ember/ --input input=image.npy --save outputs/
-  ember inspect mobilenet.onnx --after eliminate-dead"""
+  ember inspect mobilenet.onnx --after eliminate-dead
+  ember bench mobilenet.onnx --threads 2 --json result.json"""
 
 COMPILE_EXAMPLES = """\
 examples:
@@ -64,6 +67,18 @@ examples:
 
 Prints every node (op, output types, FLOPs, bytes read and written, fused ops), then the
 memory plan: each arena buffer's offset, size and lifetime, the peak arena and weight bytes."""
+
+BENCH_EXAMPLES = """\
+examples:
+  ember bench resnet8                             # a model of ember.zoo, against every peer installed
+  ember bench model.onnx --threads 2 --runs 100 --json result.json
+  ember bench model.onnx --input-shape x=1x3x224x224 --peers onnxruntime
+
+Each runtime (Ember, onnxruntime, OpenVINO, torch via onnx2torch) runs in its own process on
+the same seeded inputs; timed runs are interleaved in rounds. Prints median and p90 latency,
+the ratio to onnxruntime's median (below 1: faster), peak RSS, the largest output difference
+from onnxruntime and the compile or load time. Peers not installed are listed and skipped
+(`make bench` installs them)."""
 
 
 class UsageError(EmberError):
@@ -121,11 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    def shapes_and_opt(sub: argparse.ArgumentParser) -> None:
+    def input_shapes(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--input-shape", metavar="NAME=SHAPE", action="append", default=[],
                          type=parse_input_shape,
                          help="shape of an input whose dims are symbolic, e.g. x=1x3x224x224 "
                               "(repeat for several inputs)")
+
+    def shapes_and_opt(sub: argparse.ArgumentParser) -> None:
+        input_shapes(sub)
         sub.add_argument("-O", "--opt-level", type=int, choices=range(4), default=3,
                          help="optimization level, 0 to 3 (default 3)")
 
@@ -155,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--after", metavar="PASS", choices=pass_names(3),
                    help="stop the pass pipeline after PASS (listed below); default: run it all")
     shapes_and_opt(i)
+
+    b = command("bench", cmd_bench, "time a model on Ember and its peers, side by side",
+                BENCH_EXAMPLES)
+    b.add_argument("model", help="an .onnx file, or the name of a model in ember.zoo")
+    b.add_argument("--threads", type=positive_int, default=1,
+                   help="threads each runtime uses (default 1)")
+    add_bench_options(b)
+    b.add_argument("--json", metavar="PATH", help="also write every figure and the machine to PATH")
+    input_shapes(b)
     return parser
 
 
@@ -329,6 +356,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     options = ember.CompileOptions(input_shapes=_input_shapes(args.input_shape),
                                    opt_level=args.opt_level)
     sys.stdout.write(inspect_model(Path(args.model), options, args.after))
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ember.bench import harness, report
+    from ember.bench.machine import machine_info
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json {args.json!r}: its directory does not exist")
+    settings = harness.Settings(args.threads, args.runs, args.warmup, args.peers, args.seed)
+    result = harness.bench_model(args.model, settings, _input_shapes(args.input_shape),
+                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report.format_table(result))
+    if args.json:
+        report.write_json(args.json, report.bench_json(result, machine_info()))
+        print(f"wrote {args.json!r}")
     return 0
 
 

@@ -13,6 +13,7 @@ import onnx
 
 from ember import __version__
 from ember.frontend.onnx import import_onnx, load_model
+from ember.frontend.tflite import import_tflite, is_tflite_source, load_tflite
 from ember.graph.ir import Graph
 from ember.lower.to_kernels import LoweredModel, lower_graph
 from ember.options import CompileOptions
@@ -26,6 +27,9 @@ log = logging.getLogger("ember")
 
 def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
                  options: CompileOptions) -> tuple[Graph, str]:
+    if is_tflite_source(model):      # by the file's "TFL3" identifier, else its suffix
+        data, label = load_tflite(model)
+        return import_tflite(data, options.input_shapes, label), label
     proto, label = load_model(model)
     return import_onnx(proto, options.input_shapes, label), label
 

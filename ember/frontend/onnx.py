@@ -155,7 +155,7 @@ class _Importer(ControlFlow):
     def _tensor_value(self, tensor: onnx.TensorProto, what: str) -> Value:
         dtype = dt.from_onnx(tensor.data_type)
         dims = tuple(tensor.dims)
-        _check_dims(dims, dtype.itemsize if dtype else 1, what)
+        check_dims(dims, dtype.itemsize if dtype else 1, what)
         if dtype is None:
             raise UnsupportedError(f"{what}: element type {dt.onnx_type_name(tensor.data_type)} "
                                    "is not supported")
@@ -213,7 +213,7 @@ class _Importer(ControlFlow):
                     raise ShapeError(f"input {vi.name!r} dim {k} is symbolic ({sym!r}); bind it "
                                      f"with input_shapes, e.g. {{{vi.name!r}: (1, ...)}}")
             shape = tuple(shape)
-        _check_dims(shape, dtype.itemsize, f"input {vi.name!r}")
+        check_dims(shape, dtype.itemsize, f"input {vi.name!r}")
         return TensorType(dtype, tuple(shape))
 
     def _outputs(self) -> list[Value]:
@@ -285,11 +285,7 @@ class _Importer(ControlFlow):
         return node
 
     def _attrs(self, proto: onnx.NodeProto, schema: "onnx.defs.OpSchema | None") -> dict[str, Any]:
-        attrs: dict[str, Any] = {}
-        if schema is not None:
-            for name, a in schema.attributes.items():
-                if a.default_value.type != AttributeProto.UNDEFINED:
-                    attrs[name] = _attr_value(a.default_value)
+        attrs = _defaults(schema)
         for a in proto.attribute:
             if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) or a.ref_attr_name:
                 attrs[a.name] = Subgraph(a.g if a.type == AttributeProto.GRAPH else None)
@@ -378,7 +374,7 @@ class _Importer(ControlFlow):
                 self.problems.extend(f"{where}: {p}" for p in problems)
                 return _mark_unknown(node)
             try:
-                types = opdef.infer(node)
+                infer_types(node)
             except UnsupportedError as e:
                 self.problems.append(f"{where}: {e.message}")
                 # The graph inputs a node's parameters (shape, axes, k ...: never input 0, the
@@ -386,14 +382,6 @@ class _Importer(ControlFlow):
                 # (ember/backend.py), may make the node static.
                 self.runtime_inputs.update(_graph_inputs_behind(node.inputs[1:]))
                 return _mark_unknown(node)
-            except EmberError:
-                raise
-            except Exception as e:   # a bug in Ember: say where it happened, not a bare trace
-                raise EmberError(f"internal error inferring types ({e.__class__.__name__}: {e}); "
-                                 "please report it", node=node.name, op=node.op) from e
-            for v, t in zip(node.outputs, types):
-                _check_dims(t.shape, t.dtype.itemsize, f"output of node {node.name!r}")
-                v.type = t
         if opdef is None:
             # No infer() bounded the result: where ONNX shape inference can size it, refuse a
             # constant too large to fold before the evaluator allocates it.
@@ -426,6 +414,36 @@ class _Importer(ControlFlow):
 
 
 _UNKNOWN = TensorType(dt.F32, (-1,))
+
+
+def schema_defaults(op_type: str, opset: int) -> dict[str, Any]:
+    """Every attribute default the ONNX schema of `op_type` (default domain) has at `opset`."""
+    return _defaults(_schema(op_type, opset, ""))
+
+
+def _defaults(schema: "onnx.defs.OpSchema | None") -> dict[str, Any]:
+    if schema is None:
+        return {}
+    return {name: _attr_value(a.default_value) for name, a in schema.attributes.items()
+            if a.default_value.type != AttributeProto.UNDEFINED}
+
+
+def infer_types(node: Node) -> None:
+    """Set the types of `node`'s outputs with its OpDef's infer(), sizes checked.
+
+    ShapeError/UnsupportedError from infer() pass through; any other exception is a bug in
+    Ember and is reported as one, naming the node.
+    """
+    try:
+        types = get_op(node.op).infer(node)
+    except EmberError:
+        raise
+    except Exception as e:   # a bug in Ember: say where it happened, not a bare trace
+        raise EmberError(f"internal error inferring types ({e.__class__.__name__}: {e}); "
+                         "please report it", node=node.name, op=node.op) from e
+    for v, t in zip(node.outputs, types):
+        check_dims(t.shape, t.dtype.itemsize, f"output of node {node.name!r}")
+        v.type = t
 
 
 def _graph_inputs_behind(values: list[Value | None]) -> set[str]:
@@ -509,7 +527,7 @@ def _attr_value(a: AttributeProto) -> Any:
     return value
 
 
-def _check_dims(shape: tuple[int, ...], itemsize: int, what: str) -> None:
+def check_dims(shape: tuple[int, ...], itemsize: int, what: str) -> None:
     for k, d in enumerate(shape):
         if d < 0:
             raise ShapeError(f"{what}: dim {k} is negative ({d})")

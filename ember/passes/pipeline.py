@@ -3,18 +3,21 @@
 Order, and why:
   1. eliminate-common-subexpressions  dedupe constants and repeated nodes first, so every later
                                       pass sees one value where the model computed it twice.
-  2. fold-batchnorm                   BN into Conv/ConvTranspose/Gemm/MatMul weights (else Mul+Add),
+  2. cancel-transposes                Transpose pairs that undo each other (NHWC models imported
+                                      as NCHW layers) go, after CSE merged the repeated ones and
+                                      before fusion, which would hide the ops between them.
+  3. fold-batchnorm                   BN into Conv/ConvTranspose/Gemm/MatMul weights (else Mul+Add),
                                       before fusion, which would otherwise hide the Conv->BN pair.
-  3. pack-weights                     constant weights into the layout their kernel reads (after
+  4. pack-weights                     constant weights into the layout their kernel reads (after
                                       fold-batchnorm, which rewrites them).
-  4. fold-constants                   catch nodes the rewrites above left with constant inputs
+  5. fold-constants                   catch nodes the rewrites above left with constant inputs
                                       (the importer already folded everything it could).
-  5. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
-  6. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
+  6. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
+  7. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
                                       kernels first: a kernel's epilogue beats a separate loop.
-  7. fuse-elementwise                 the elementwise chains still left become single loops.
+  8. fuse-elementwise                 the elementwise chains still left become single loops.
 
-opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 4); 2 and 3 run everything.
+opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 2, 5); 2 and 3 run everything.
 `ember inspect --after NAME` stops after the pass NAME: run_pipeline(stop_after=NAME).
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ember.errors import EmberError
 from ember.graph.ir import Graph
 from ember.graph.verify import verify
 from ember.passes.base import Pass
+from ember.passes.cancel_transposes import CancelTransposes
 from ember.passes.eliminate_common_subexpressions import EliminateCommonSubexpressions
 from ember.passes.eliminate_dead import EliminateDead
 from ember.passes.fold_batchnorm import FoldBatchNorm
@@ -36,9 +40,11 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
     if opt_level <= 0:
         return [EliminateDead()]
     if opt_level == 1:
-        return [EliminateCommonSubexpressions(), FoldConstants(), EliminateDead()]
+        return [EliminateCommonSubexpressions(), CancelTransposes(), FoldConstants(),
+                EliminateDead()]
     return [
         EliminateCommonSubexpressions(),
+        CancelTransposes(),
         FoldBatchNorm(),
         PackWeights(),
         FoldConstants(),

@@ -25,7 +25,7 @@ def inspect_model(model: Path, options: CompileOptions, after: str | None = None
     """Import `model`, run the pipeline up to `after` (all of it when None), lower, report."""
     graph, label = import_model(model, options)
     graph = optimize(graph, options, stop_after=after)
-    lowered = lower_graph(graph, threads=options.threads)
+    lowered = lower_graph(graph, threads=options.threads, vector_bytes=options.target.vector_bytes)
     stage = f"after {after}" if after else "after all passes"
     head = f"model {label!r} {stage}: {len(graph.nodes)} node(s)\n"
     names = _Names()

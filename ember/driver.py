@@ -55,7 +55,8 @@ def build(graph: Graph, options: CompileOptions, stages: "_Stages | None" = None
     """Lower an (optimized) graph, generate C, compile and load it."""
     stages = stages or _Stages()
     with stages("lower"):
-        lowered = lower_graph(graph, threads=options.threads)
+        lowered = lower_graph(graph, threads=options.threads,
+                              vector_bytes=options.target.vector_bytes)
         source = render_model(lowered, __version__)
     log.info("%d kernels, %d KiB of C; building with the C compiler", len(lowered.kernels),
              len(source) // 1024)

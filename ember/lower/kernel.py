@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ember.graph.ir import Node, Value
-from ember.lower.indexing import broadcast_strides, offset_expr
+from ember.lower.indexing import broadcast_strides, merge_strides, offset_expr
 from ember.lower.schedule import Schedule
 from ember.render.cwriter import CWriter
 
@@ -22,6 +24,8 @@ class Kernel:
     body: str
     scratch_bytes: int = 0
     schedule: Schedule = field(default_factory=Schedule)
+    packed: list[np.ndarray] = field(default_factory=list)   # compile-time constants, pk0 ...
+    support: dict[str, str] = field(default_factory=dict)     # shared C routines it calls
 
 
 @dataclass
@@ -35,23 +39,49 @@ class KernelContext:
     epilogue: "Program | None" = None      # fused elementwise ops applied to output 0
     epilogue_inputs: list[str] = field(default_factory=list)   # their extra parameter names
     scratch_bytes: int = 0
+    packed: list[np.ndarray] = field(default_factory=list)
+    replaced: set[int] = field(default_factory=set)    # inputs the kernel reads packed instead
+    support: dict[str, str] = field(default_factory=dict)
 
     def request_scratch(self, nbytes: int) -> str:
         """Reserve scratch memory for this kernel; returns the C name of its pointer."""
         self.scratch_bytes = max(self.scratch_bytes, nbytes)
         return "scratch"
 
-    def store(self, index_vars: list[str], out_offset: str, value: str) -> None:
+    def pack_constant(self, data: np.ndarray, replaces: int | None = None) -> str:
+        """A constant computed at compile time (weights in the layout the kernel reads); it
+        joins the weights blob. `replaces` names a constant input the kernel then no longer
+        reads, so the blob does not carry both layouts. Returns the C name of its pointer."""
+        self.packed.append(np.ascontiguousarray(data))
+        if replaces is not None:
+            self.replaced.add(replaces)
+        return f"pk{len(self.packed) - 1}"
+
+    def require(self, key: str, c_source: str) -> None:
+        """C routines (a microkernel, a packing routine) emitted once per model, under `key`."""
+        self.support.setdefault(key, c_source)
+
+    def store(self, index_vars: list[str], out_offset: str, value: str,
+              shape: tuple[int, ...] | None = None) -> None:
         """Write `value` to output 0 at `out_offset`, through the fused epilogue if any.
 
-        `index_vars` index output 0's dims (outermost first), for the epilogue's broadcast loads.
+        `index_vars` index output 0's dims (outermost first), for the epilogue's broadcast loads;
+        or, with `shape` (a merging of output 0's dims that `can_merge` accepted), its dims.
         """
         if self.epilogue is None:
             self.w.line(f"{self.outs[0]}[{out_offset}] = {value};")
             return
-        out_shape = self.node.outputs[0].type.shape
-        loads = [value] + [
-            f"{name}[{offset_expr(index_vars, broadcast_strides(t.shape, out_shape))}]"
-            for name, t in zip(self.epilogue_inputs, self.epilogue.input_types[1:])]
+        loads = [value] + [f"{name}[{offset_expr(index_vars, st)}]"
+                           for name, st in zip(self.epilogue_inputs, self._epilogue_strides(shape))]
         result = self.epilogue.emit(self.w, loads)
         self.w.line(f"{self.outs[0]}[{out_offset}] = {result};")
+
+    def can_merge(self, shape: tuple[int, ...]) -> bool:
+        """Whether store() may index output 0 as `shape`, a merging of its dims: every
+        epilogue input reads each merged group as one run (or broadcasts it)."""
+        return self.epilogue is None or all(st is not None for st in self._epilogue_strides(shape))
+
+    def _epilogue_strides(self, shape: tuple[int, ...] | None) -> list:
+        out_shape = self.node.outputs[0].type.shape
+        found = [broadcast_strides(t.shape, out_shape) for t in self.epilogue.input_types[1:]]
+        return found if shape is None else [merge_strides(st, out_shape, shape) for st in found]

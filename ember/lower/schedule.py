@@ -1,13 +1,73 @@
 """Schedules: the knobs applied to a kernel (tiles, vector width, unroll, threads).
 
-Knobs are the autotuning search space. For now every kernel gets a heuristic schedule; the
-fast-kernel work reads tile sizes from here, and the tuner's records later.
+Knobs are the autotuning search space. Every kernel gets a heuristic schedule from here, per
+shape and target; the tuner's records will later override the heuristics in this one place.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: float32 lanes of the narrowest SIMD register a target may have (SSE2 / NEON)
+_MIN_VECTOR_BYTES = 16
+
 
 @dataclass(frozen=True)
 class Schedule:
     threads: int = 1
+    vector_bytes: int = 32            # SIMD register width of the target
+
+
+@dataclass(frozen=True)
+class GemmTiles:
+    """Register and cache blocking of a packed GEMM (Goto/BLIS): an mr x nr micro-tile of
+    accumulators, a kc-deep slice of K per pass, mc rows of A kept in L2, nc columns of B in L3.
+    `m_parts x n_parts` splits the output among threads (each part a multiple of mr / nr)."""
+    mr: int
+    nr: int
+    kc: int
+    mc: int
+    nc: int
+    m_parts: int = 1
+    n_parts: int = 1
+
+    @property
+    def lanes(self) -> int:
+        return self.nr // 2
+
+
+# Cache sizes this heuristic blocks for (per core): L1d 32 KiB, L2 512 KiB — Zen and most
+# Intel/Arm cores of the last decade have at least these.
+_L1_BYTES = 32 * 1024
+_L2_BYTES = 512 * 1024
+_L3_SHARE_BYTES = 2 * 1024 * 1024
+
+
+def gemm_tiles(schedule: Schedule, m: int, n: int, k: int, batch: int = 1) -> GemmTiles:
+    """float32 GEMM blocking for an (m x k) . (k x n) product repeated `batch` times.
+
+    mr x nr = 6 x 2 vectors: 12 accumulator registers of 16 (AVX2, SSE, NEON), with two B
+    vectors and one broadcast A value live. kc keeps a kc x nr panel of B in half of L1; mc a
+    mc x kc block of A in half of L2; nc a kc x nc block of B in a share of L3."""
+    lanes = max(_MIN_VECTOR_BYTES, schedule.vector_bytes) // 4
+    mr, nr = 6, 2 * lanes
+    kc = max(1, min(k, _L1_BYTES // 2 // (nr * 4)))
+    mc = max(mr, min(_round_up(m, mr), _L2_BYTES // 2 // (kc * 4) // mr * mr))
+    nc = max(nr, min(_round_up(n, nr), _L3_SHARE_BYTES // (kc * 4) // nr * nr))
+    m_parts, n_parts = _thread_split(schedule.threads, m, n, mr, nr, batch)
+    return GemmTiles(mr, nr, kc, mc, nc, m_parts, n_parts)
+
+
+def _thread_split(threads: int, m: int, n: int, mr: int, nr: int, batch: int) -> tuple[int, int]:
+    """Split the output among threads along N (each thread packs its own slice of B) when N has
+    panels enough, else along M; a batch of at least `threads` problems needs no split."""
+    if threads <= 1 or batch >= threads:
+        return 1, 1
+    want = -(-threads // batch)
+    n_panels, m_panels = -(-n // nr), -(-m // mr)
+    if n_panels >= 2 * want or n_panels >= m_panels:
+        return 1, max(1, min(want, n_panels))
+    return max(1, min(want, m_panels)), 1
+
+
+def _round_up(x: int, to: int) -> int:
+    return -(-x // to) * to

@@ -29,6 +29,7 @@ class LoweredModel:
     plan: MemoryPlan
     scratch_keys: dict[int, int] = field(default_factory=dict)   # kernel index -> buffer key
     views: dict[int, Value] = field(default_factory=dict)   # value id -> value it shares bytes with
+    packed_offsets: dict[tuple[int, int], int] = field(default_factory=dict)  # (kernel, pk) -> offset
 
     def storage(self, v: Value) -> Value:
         """The value whose buffer holds `v`'s bytes (itself unless `v` is a view)."""
@@ -39,14 +40,15 @@ class LoweredModel:
         return self.plan.arena_bytes
 
 
-def lower_graph(graph: Graph, threads: int = 1) -> LoweredModel:
+def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32) -> LoweredModel:
     views = find_views(graph)
     nodes = [n for n in graph.nodes if n.outputs[0].id not in views]
-    kernels = [lower_node(k, node, Schedule(threads=threads)) for k, node in enumerate(nodes)]
-    weight_offsets, weights = _pack_weights(graph)
+    schedule = Schedule(threads=threads, vector_bytes=vector_bytes)
+    kernels = [lower_node(k, node, schedule) for k, node in enumerate(nodes)]
+    weight_offsets, packed_offsets, weights = _pack_weights(graph, kernels, views)
     plan, scratch_keys = _plan(graph, kernels, views)
     return LoweredModel(kernels, list(graph.inputs), list(graph.outputs), weight_offsets,
-                        weights, plan, scratch_keys, views)
+                        weights, plan, scratch_keys, views, packed_offsets)
 
 
 def find_views(graph: Graph) -> dict[int, Value]:
@@ -86,28 +88,38 @@ def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
         raise EmberError(f"internal error lowering ({e.__class__.__name__}: {e}); please report it",
                          node=node.name, op=node.op) from e
     covers = [f"{node.op} {node.name}"] + list(node.attrs.get("fused_from", []))
-    return Kernel(f"k{index}_{_ident(node.op)}", covers, list(node.inputs), list(node.outputs),
-                  ctx.w.text(), ctx.scratch_bytes, schedule)
+    inputs = [None if k in ctx.replaced else v for k, v in enumerate(node.inputs)]
+    return Kernel(f"k{index}_{_ident(node.op)}", covers, inputs, list(node.outputs),
+                  ctx.w.text(), ctx.scratch_bytes, schedule, ctx.packed, ctx.support)
 
 
 def _ident(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", text).lower()[:24] or "op"
 
 
-def _pack_weights(graph: Graph) -> tuple[dict[int, int], bytes]:
-    offsets: dict[int, int] = {}
+def _pack_weights(graph: Graph, kernels: list[Kernel], views: dict[int, Value]
+                  ) -> tuple[dict[int, int], dict[tuple[int, int], int], bytes]:
+    """The weights blob: every constant a kernel or an output slot reads (a constant that a
+    kernel only reads packed is left out), then the kernels' packed constants."""
     chunks: list[bytes] = []
     size = 0
-    consts = [v for v in graph.values() if v.is_const]
-    for v in consts:
-        if v.id in offsets:
-            continue
-        data = np.ascontiguousarray(v.const, dtype=v.type.dtype.numpy).tobytes()
-        offsets[v.id] = size
-        padded = align(len(data))
+
+    def add(data: bytes) -> int:
+        nonlocal size
+        offset, padded = size, align(len(data))
         chunks.append(data + b"\0" * (padded - len(data)))
         size += padded
-    return offsets, b"".join(chunks)
+        return offset
+
+    read = [v for kernel in kernels for v in kernel.inputs if v is not None] + list(graph.outputs)
+    offsets: dict[int, int] = {}
+    for v in read:
+        v = views.get(v.id, v)
+        if v.is_const and v.id not in offsets:
+            offsets[v.id] = add(np.ascontiguousarray(v.const, dtype=v.type.dtype.numpy).tobytes())
+    packed = {(k, j): add(data.tobytes())
+              for k, kernel in enumerate(kernels) for j, data in enumerate(kernel.packed)}
+    return offsets, packed, b"".join(chunks)
 
 
 def _plan(graph: Graph, kernels: list[Kernel],

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
+from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
                               parallel_for, sliding_window, spatial_rank, transposed_window)
@@ -112,7 +113,11 @@ class Conv(OpDef):
         return 2 * g.macs() + bias
 
     def lower(self, node: Node, ctx) -> None:
-        emit_direct_conv(ctx, conv_geometry(node))
+        g = conv_geometry(node)
+        if conv_gemm_applies(node, g):
+            emit_conv_gemm(ctx, g)
+            return
+        emit_direct_conv(ctx, g)
 
 
 def emit_direct_conv(ctx, g: ConvGeometry) -> None:

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from ember.graph import dtypes as dt
 from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
+from ember.kernels.gemm import (BlockedGemm, PackedConst, Strided, emit_blocked_gemm, pack_a,
+                                pack_b)
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
 from ember.lower.memory_plan import align
+from ember.lower.schedule import gemm_tiles
 from ember.ops.registry import OpDef, fail, register_op
 from ember.render.cwriter import CWriter, c_literal
 
@@ -130,6 +133,26 @@ def emit_gemm(ctx, p: GemmProblem) -> None:
                         ctx.store(index, out_at, _final_value(p, bv))
 
 
+def emit_packed_gemm(ctx, p: GemmProblem, constants: tuple) -> None:
+    """float32 through the packed microkernel GEMM (ember/kernels/gemm.py); a constant operand
+    (weights) is packed at compile time, the other packed block by block as the kernel runs."""
+    t = gemm_tiles(ctx.schedule, p.m, p.n, p.k, math.prod(p.batch))
+    bv = [f"b{d}" for d in range(len(p.batch))]
+    mat_a, mat_b = constants
+    a = (PackedConst(ctx.pack_constant(pack_a(mat_a, t.mr), replaces=0)) if mat_a is not None
+         else Strided(_plus(p.a.name, offset_expr(bv, p.a.batch)), p.a.rows, p.a.cols))
+    b = (PackedConst(ctx.pack_constant(pack_b(mat_b, t.nr), replaces=1)) if mat_b is not None
+         else Strided(_plus(p.b.name, offset_expr(bv, p.b.batch)), p.b.rows, p.b.cols))
+    out = _plus(ctx.outs[0], f"({offset_expr(bv, strides(p.batch))})*{p.m * p.n}")
+    gemm = BlockedGemm(p.m, p.n, p.k, tuple(zip(bv, p.batch)), a, b, out, p.n)
+
+    def final(i: str, j: str, value: str) -> None:
+        index = bv + [i] * p.keep_m + [j] * p.keep_n
+        ctx.store(index, offset_expr(index, strides(p.out_shape)), _final_value(p, bv, value))
+
+    emit_blocked_gemm(ctx, gemm, t, final)
+
+
 def _plus(a: str, b: str) -> str:
     """`a + b` for C offset expressions, leaving out a "0" term."""
     return b if a == "0" else a if b == "0" else f"{a} + {b}"
@@ -158,14 +181,14 @@ def _emit_pack(w: CWriter, p: GemmProblem, scratch: str, b_base: str) -> None:
             w.line(f"for (int64_t j = 0; j < {p.n}; ++j) bpack[k*{p.n} + j] = {p.b.name}[{src}];")
 
 
-def _final_value(p: GemmProblem, bv: list[str]) -> str:
-    """C expression of alpha * acc[jj] + beta * C, in the output type."""
+def _final_value(p: GemmProblem, bv: list[str], acc: str = "acc[jj]") -> str:
+    """C expression of alpha * acc + beta * C, in the output type."""
     T, t = p.dtype.c, p.dtype
     c = None
     if p.c is not None and p.beta != 0:   # beta == 0 ignores C entirely (even NaN/Inf in it)
         c = f"{p.c.name}[{offset_expr(bv + ['i', 'j'], p.c.batch + (p.c.rows, p.c.cols))}]"
     if t.is_float:
-        value = "acc[jj]" if p.alpha == 1 else f"{c_literal(p.alpha, t)} * acc[jj]"
+        value = acc if p.alpha == 1 else f"{c_literal(p.alpha, t)} * {acc}"
         if c is not None:
             value += f" + {c}" if p.beta == 1 else f" + {c_literal(p.beta, t)} * {c}"
         return value
@@ -217,7 +240,16 @@ class _GemmOp(OpDef):
         return self.problem(node).flops()
 
     def lower(self, node: Node, ctx) -> None:
-        emit_gemm(ctx, self.problem(node, ctx.ins))
+        p = self.problem(node, ctx.ins)
+        if p.dtype is dt.F32 and p.k > 0 and math.prod(p.out_shape) > 0:
+            emit_packed_gemm(ctx, p, self.constant_matrices(node, p))
+        else:
+            emit_gemm(ctx, p)
+
+    def constant_matrices(self, node: Node, p: GemmProblem) -> tuple:
+        """(A as M x K, B as K x N) where that operand is a constant shared by every batch
+        entry (it is then packed at compile time), else None."""
+        raise NotImplementedError
 
 
 @register_op("MatMul")
@@ -244,6 +276,13 @@ class MatMul(_GemmOp):
         return GemmProblem(a.type.dtype, batch, a2[-2], b2[-1], a2[-1],
                            matrix_operand(na, a2, batch), matrix_operand(nb, b2, batch),
                            keep_m=len(sa) > 1, keep_n=len(sb) > 1)
+
+
+    def constant_matrices(self, node: Node, p: GemmProblem) -> tuple:
+        a, b = own_inputs(node)
+        mat_a = a.const.reshape(p.m, p.k) if a.is_const and a.type.size == p.m * p.k else None
+        mat_b = b.const.reshape(p.k, p.n) if b.is_const and b.type.size == p.k * p.n else None
+        return mat_a, mat_b
 
 
 @register_op("Gemm")
@@ -275,6 +314,12 @@ class Gemm(_GemmOp):
             c_op = Operand(nc, (), *broadcast_strides(cs, (m, n)))
         return GemmProblem(a.type.dtype, (), m, n, k, a_op, b_op, c_op,
                            _float_attr(node, "alpha"), _float_attr(node, "beta"))
+
+    def constant_matrices(self, node: Node, p: GemmProblem) -> tuple:
+        a, b = own_inputs(node)[:2]
+        mat_a = (a.const.T if node.attrs.get("transA", 0) else a.const) if a.is_const else None
+        mat_b = (b.const.T if node.attrs.get("transB", 0) else b.const) if b.is_const else None
+        return mat_a, mat_b
 
 
 def _float_attr(node: Node, name: str) -> float:

@@ -1,0 +1,196 @@
+"""Packed, register-blocked float32 GEMM: the Goto/BLIS loop nest around the microkernels.
+
+    out[i, j] = final(sum_k A[i, k] * B[k, j])      for every item of a batch
+
+Either operand is a constant packed at compile time (`PackedConst`, see pack_a / pack_b) or is
+packed block by block while the kernel runs: a strided matrix (`Strided`; transposes fold into
+its strides) or, for B, the implicit im2col matrix of a 2-D convolution (`Im2col`). Loops,
+outermost first: the thread's work item (batch entry x part of M x part of N), jc over N in nc
+columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A), jr and ir over the
+micro-tiles. A micro-tile's sum lands in a small aligned `tile`; on the last K slice each
+element goes out through `final`, which applies the op's epilogue (bias, activation, residual).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ember.kernels.gemm_c import gemm_support_c
+from ember.lower.schedule import GemmTiles
+from ember.render.cwriter import CWriter
+
+
+@dataclass(frozen=True)
+class PackedConst:
+    """An operand packed at compile time by pack_a / pack_b; `name` is its C pointer."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Strided:
+    """A matrix read in place: element (r, c) at base[r*rs + c*cs]."""
+    base: str
+    rs: int
+    cs: int
+
+
+@dataclass(frozen=True)
+class Im2col:
+    """B of a 2-D convolution: row (c, ky, kx), column (oy, ox) of image `base` (C x H x W)."""
+    base: str
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sy: int
+    sx: int
+    dy: int
+    dx: int
+    py: int
+    px: int
+    ow: int
+
+
+#: final(i, j, value): write C statements storing `value` (a float expression) as out[i, j]
+Final = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class BlockedGemm:
+    m: int
+    n: int
+    k: int
+    batch: tuple[tuple[str, int], ...]     # (C loop variable, extent) of each batch dim
+    a: PackedConst | Strided
+    b: PackedConst | Strided | Im2col
+    out: str                               # float pointer to out[0, 0] of a batch item
+    ldc: int                               # its row stride
+
+
+def pack_a(a: np.ndarray, mr: int) -> np.ndarray:
+    """A (M x K) as mr-row panels, each K x rows k-major; a last short panel stays short, so
+    panel p starts at p*K*mr and its slice from k0 at p*K*mr + k0*rows."""
+    m, k = a.shape
+    panels = [a[i:i + mr].T.reshape(-1) for i in range(0, m, mr)]
+    return np.concatenate(panels).astype(np.float32) if panels else np.zeros(0, np.float32)
+
+
+def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
+    """B (K x N) as nr-column panels, each K x nr k-major, zero-padded past N: panel q starts at
+    q*K*nr and its slice from k0 at q*K*nr + k0*nr."""
+    k, n = b.shape
+    padded = np.zeros((k, -(-n // nr) * nr), np.float32)
+    padded[:, :n] = b
+    return padded.reshape(k, -1, nr).transpose(1, 0, 2).reshape(-1).copy()
+
+
+def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
+    """Write the loop nest computing `g` into ctx.w (see the module docstring)."""
+    w: CWriter = ctx.w
+    ctx.require(f"sgemm{t.mr}x{t.nr}", gemm_support_c(t))
+    items = math.prod(e for _, e in g.batch) * t.m_parts * t.n_parts
+    kc_max, threads = min(t.kc, g.k), min(ctx.schedule.threads, items)
+    m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
+    n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
+    a_floats = 0 if isinstance(g.a, PackedConst) else min(t.mc, m_part) * kc_max
+    b_floats = 0 if isinstance(g.b, PackedConst) else kc_max * min(t.nc, n_part)
+    per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
+    if per_thread:
+        ctx.request_scratch(threads * per_thread * 4)
+    if threads > 1:
+        w.line("extern int omp_get_thread_num(void);")
+        w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static)")
+    with w.block(f"for (int64_t item = 0; item < {items}; ++item)"):
+        if per_thread:
+            me = "omp_get_thread_num()" if threads > 1 else "0"
+            w.line(f"float *restrict apack = (float *)scratch + (int64_t){me}*{per_thread};")
+            w.line(f"float *restrict bpack = apack + {a_floats};")
+            w.line("(void)apack; (void)bpack;")
+        w.line(f"float tile[{t.mr * t.nr}] __attribute__((aligned(64)));")
+        parts = t.m_parts * t.n_parts
+        rest = f"item / {parts}"
+        for name, extent in reversed(g.batch):
+            w.line(f"const int64_t {name} = {rest} % {extent};")
+            rest = f"{rest} / {extent}"
+        w.line(f"const int64_t m0 = item / {t.n_parts} % {t.m_parts} * {m_part}, "
+               f"n0 = item % {t.n_parts} * {n_part};")
+        w.line(f"const int64_t m1 = m0 + {m_part} < {g.m} ? m0 + {m_part} : {g.m}, "
+               f"n1 = n0 + {n_part} < {g.n} ? n0 + {n_part} : {g.n};")
+        w.line(f"float *restrict outp = {g.out};")
+        with w.block(f"for (int64_t jc = n0; jc < n1; jc += {t.nc})"):
+            w.line(f"const int64_t nc = n1 - jc < {t.nc} ? n1 - jc : {t.nc};")
+            with w.block(f"for (int64_t pc = 0; pc < {g.k}; pc += {t.kc})"):
+                w.line(f"const int64_t kc = {g.k} - pc < {t.kc} ? {g.k} - pc : {t.kc};")
+                b_stride = _emit_b_block(w, g.b, g.k, t)
+                with w.block(f"for (int64_t ic = m0; ic < m1; ic += {t.mc})"):
+                    w.line(f"const int64_t mc = m1 - ic < {t.mc} ? m1 - ic : {t.mc};")
+                    a_stride = _emit_a_block(w, g.a, g.k, t)
+                    with w.block(f"for (int64_t jr = 0; jr < nc; jr += {t.nr})"):
+                        w.line(f"const int64_t nr = nc - jr < {t.nr} ? nc - jr : {t.nr};")
+                        w.line(f"const float *restrict bq = bp + jr / {t.nr} * {b_stride};")
+                        with w.block(f"for (int64_t ir = 0; ir < mc; ir += {t.mr})"):
+                            w.line(f"const int64_t mr = mc - ir < {t.mr} ? mc - ir : {t.mr};")
+                            slice_at = " + pc*mr" if isinstance(g.a, PackedConst) else ""
+                            w.line(f"const float *restrict aq = ap + ir / {t.mr} * {a_stride}"
+                                   f"{slice_at};")
+                            _emit_microkernel_call(w, g.m, t)
+                            _emit_combine(w, g, t, final)
+
+
+def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
+    """Point `bp` at the packed kc x nc block of B at (pc, jc); returns its panel stride."""
+    if isinstance(b, PackedConst):
+        w.line(f"const float *restrict bp = {b.name} + jc*{k} + pc*{t.nr};")
+        return f"{k * t.nr}"
+    if isinstance(b, Strided):
+        w.line(f"ember_pack_b_{t.nr}(kc, nc, {b.base} + pc*{b.rs} + jc*{b.cs}, {b.rs}, {b.cs}, "
+               "bpack);")
+    else:
+        w.line(f"ember_pack_im2col_{t.nr}({b.base}, {b.h}, {b.w}, {b.kh}, {b.kw}, {b.sy}, "
+               f"{b.sx}, {b.dy}, {b.dx}, {b.py}, {b.px}, {b.ow}, pc, kc, jc, nc, bpack);")
+    w.line("const float *restrict bp = bpack;")
+    return f"kc*{t.nr}"
+
+
+def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
+    """Point `ap` at the packed mc x kc block of A at (ic, pc); returns its panel stride."""
+    if isinstance(a, PackedConst):
+        w.line(f"const float *restrict ap = {a.name} + ic*{k};")
+        return f"{k * t.mr}"
+    w.line(f"ember_pack_a_{t.mr}(mc, kc, {a.base} + ic*{a.rs} + pc*{a.cs}, {a.rs}, {a.cs}, apack);")
+    w.line("const float *restrict ap = apack;")
+    return f"kc*{t.mr}"
+
+
+def _emit_microkernel_call(w: CWriter, m: int, t: GemmTiles) -> None:
+    """Only the last panel of M can be short (parts and blocks are whole panels)."""
+    full = f"ember_sgemm_ukr{t.mr}_{t.nr}(kc, aq, bq, tile);"
+    if m % t.mr == 0:
+        w.line(full)
+    else:
+        w.line(f"if (mr == {t.mr}) {full}")
+        w.line(f"else ember_sgemm_ukr{m % t.mr}_{t.nr}(kc, aq, bq, tile);")
+
+
+def _emit_combine(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
+    """Fold the tile into out: partial sums stay in out until the last K slice, which goes
+    through `final` (the epilogue)."""
+    loops = (f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < nr; ++c)")
+    at = f"outp[(ic + ir + r)*{g.ldc} + jc + jr + c]"
+    tile = f"tile[r*{t.nr} + c]"
+
+    def final_loop(value: str) -> None:
+        with w.block(loops):
+            w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
+            final("i", "j", value)
+
+    if g.k <= t.kc:                      # one slice of K: the tile is the whole sum
+        final_loop(tile)
+        return
+    with w.block(f"if (pc + kc < {g.k})"):
+        w.line(f"{loops} {at} = (pc ? {at} : 0.0f) + {tile};")
+    with w.block("else"):
+        final_loop(f"{at} + {tile}")

@@ -1,0 +1,136 @@
+"""C source of the float32 GEMM support routines: the register-blocked microkernels and the
+packing routines that feed them (Goto & van de Geijn's scheme).
+
+Packed layouts (all float32, zero-padded):
+  A, MR-row panels:  panel p holds rows [p*MR, p*MR + mr_p) as kc x mr_p values, k-major;
+                     mr_p = MR except in a last, shorter panel. Panel p starts at p*kc*MR.
+  B, NR-col panels:  panel q holds columns [q*NR, q*NR + NR) as kc x NR values, k-major,
+                     columns past N zero. Panel q starts at q*kc*NR.
+
+Vectors are GCC/Clang vector extensions, so one source builds for AVX2 (8 lanes), SSE and
+NEON (4 lanes); the compiler fuses the multiply-adds with -ffp-contract=fast.
+"""
+from __future__ import annotations
+
+from ember.lower.schedule import GemmTiles
+
+
+def gemm_support_c(t: GemmTiles) -> str:
+    """Typedefs, the microkernels for mr = 1..MR, and the packing routines for tiles `t`."""
+    lanes = t.lanes
+    splat = "{" + ", ".join(["s"] * lanes) + "}"
+    ukrs = "\n".join(f"static void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
+                     f"const float *restrict b, float *restrict tile) "
+                     f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, tile); }}"
+                     for mr in range(1, t.mr + 1))
+    return f"""
+typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
+/* the same, for loads from memory only float-aligned (packed data in the weights blob and
+ * the arena may sit at any 4-byte offset of the caller's allocation) */
+typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
+
+/* tile[0:mr][0:NR] = sum over k of a[k][0:mr] (x) b[k][0:NR]  (a, b packed, tile aligned).
+ * Always inlined with a constant mr, so the loops unroll and the 2*mr accumulators stay in
+ * registers. */
+static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
+        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
+        float *restrict tile) {{
+    ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
+    for (int r = 0; r < mr; ++r) {{ c0[r] = (ember_f32v{lanes}){{0}}; c1[r] = c0[r]; }}
+    for (int64_t k = 0; k < kc; ++k) {{
+        const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)(b + k*{t.nr});
+        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(b + k*{t.nr} + {lanes});
+        for (int r = 0; r < mr; ++r) {{
+            const float s = a[k*mr + r];
+            const ember_f32v{lanes} ar = {splat};
+            c0[r] += ar * b0;
+            c1[r] += ar * b1;
+        }}
+    }}
+    for (int r = 0; r < mr; ++r) {{
+        *(ember_f32v{lanes} *)(tile + r*{t.nr}) = c0[r];
+        *(ember_f32v{lanes} *)(tile + r*{t.nr} + {lanes}) = c1[r];
+    }}
+}}
+{ukrs}
+
+/* Pack A[0:mc][0:kc] (element (i, k) at src[i*rs + k*cs]) into MR-row panels. */
+static void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, const float *restrict src, int64_t rs,
+                               int64_t cs, float *restrict dst) {{
+    for (int64_t i0 = 0; i0 < mc; i0 += {t.mr}, dst += kc*{t.mr}) {{
+        const int64_t mr = mc - i0 < {t.mr} ? mc - i0 : {t.mr};
+        const float *restrict s = src + i0*rs;
+        if (cs == 1)
+            for (int64_t r = 0; r < mr; ++r)
+                for (int64_t k = 0; k < kc; ++k) dst[k*mr + r] = s[r*rs + k];
+        else
+            for (int64_t k = 0; k < kc; ++k)
+                for (int64_t r = 0; r < mr; ++r) dst[k*mr + r] = s[r*rs + k*cs];
+    }}
+}}
+
+/* Pack B[0:kc][0:nc] (element (k, j) at src[k*rs + j*cs]) into NR-column panels. */
+static void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict src, int64_t rs,
+                               int64_t cs, float *restrict dst) {{
+    for (int64_t j0 = 0; j0 < nc; j0 += {t.nr}, dst += kc*{t.nr}) {{
+        const int64_t nr = nc - j0 < {t.nr} ? nc - j0 : {t.nr};
+        const float *restrict s = src + j0*cs;
+        if (nr == {t.nr} && cs == 1) {{
+            for (int64_t k = 0; k < kc; ++k) memcpy(dst + k*{t.nr}, s + k*rs, sizeof(float)*{t.nr});
+            continue;
+        }}
+        if (nr < {t.nr})
+            for (int64_t k = 0; k < kc; ++k)
+                for (int64_t j = nr; j < {t.nr}; ++j) dst[k*{t.nr} + j] = 0;
+        if (cs == 1)
+            for (int64_t k = 0; k < kc; ++k)
+                for (int64_t j = 0; j < nr; ++j) dst[k*{t.nr} + j] = s[k*rs + j];
+        else
+            for (int64_t j = 0; j < nr; ++j)
+                for (int64_t k = 0; k < kc; ++k) dst[k*{t.nr} + j] = s[k*rs + j*cs];
+    }}
+}}
+
+/* Pack the implicit im2col matrix of a 2-D convolution into NR-column panels: row k = (c, ky, kx)
+ * of [k0, k0 + kc), column j = output position (oy, ox) of [n0, n0 + nc) (n0 a multiple of NR),
+ * value x[c][oy*sy + ky*dy - py][ox*sx + kx*dx - px], zero outside the image. Runs of one output
+ * row within one panel are copied at once, so the bounds tests are per run, not per element. */
+static void ember_pack_im2col_{t.nr}(const float *restrict x, int64_t H, int64_t W, int64_t KH,
+        int64_t KW, int64_t sy, int64_t sx, int64_t dy, int64_t dx, int64_t py, int64_t px,
+        int64_t OW, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *restrict dst) {{
+    for (int64_t kk = 0; kk < kc; ++kk) {{
+        const int64_t k = k0 + kk, c = k / (KH*KW), ky = k / KW % KH, kx = k % KW;
+        const float *restrict xc = x + c*H*W;
+        int64_t j = 0, oy = n0 / OW, ox = n0 % OW;
+        while (j < nc) {{
+            const int64_t lane = j % {t.nr};
+            int64_t run = OW - ox;
+            if (run > nc - j) run = nc - j;
+            if (run > {t.nr} - lane) run = {t.nr} - lane;
+            float *restrict d = dst + (j / {t.nr})*kc*{t.nr} + kk*{t.nr} + lane;
+            const int64_t iy = oy*sy + ky*dy - py, ix0 = ox*sx + kx*dx - px;
+            int64_t lo = 0, hi = 0;       /* the run's positions inside the image */
+            if (iy >= 0 && iy < H && ix0 < W) {{
+                lo = ix0 < 0 ? (-ix0 + sx - 1) / sx : 0;
+                hi = (W - ix0 + sx - 1) / sx;
+                if (hi > run) hi = run;
+                if (lo > hi) lo = hi;
+            }}
+            for (int64_t t = 0; t < lo; ++t) d[t] = 0;
+            if (hi > lo) {{
+                const float *restrict s = xc + iy*W + ix0 + lo*sx;
+                if (sx == 1) memcpy(d + lo, s, sizeof(float)*(size_t)(hi - lo));
+                else for (int64_t t = 0; t < hi - lo; ++t) d[lo + t] = s[t*sx];
+            }}
+            for (int64_t t = hi; t < run; ++t) d[t] = 0;
+            j += run;
+            ox += run;
+            if (ox == OW) {{ ox = 0; ++oy; }}
+        }}
+        if (nc % {t.nr}) {{
+            float *restrict d = dst + (nc / {t.nr})*kc*{t.nr} + kk*{t.nr};
+            for (int64_t lane = nc % {t.nr}; lane < {t.nr}; ++lane) d[lane] = 0;
+        }}
+    }}
+}}
+"""

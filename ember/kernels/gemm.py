@@ -193,4 +193,4 @@ def _emit_combine(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> Non
     with w.block(f"if (pc + kc < {g.k})"):
         w.line(f"{loops} {at} = (pc ? {at} : 0.0f) + {tile};")
     with w.block("else"):
-        final_loop(f"{at} + {tile}")
+        final_loop(f"({at} + {tile})")

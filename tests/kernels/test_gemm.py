@@ -1,0 +1,147 @@
+"""The packed float32 GEMM (ember/kernels/gemm.py) through MatMul, Gemm and Conv, at sizes that
+cross every blocking boundary (mr, nr, kc, mc, nc, thread parts), against onnxruntime.
+
+Tolerances: fp32 sums of up to ~1200 products in a different order (and fused multiply-adds)
+stay within rtol 1e-4 / atol 1e-4 of onnxruntime for standard-normal data."""
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import ember
+from conftest import make_model, run_ort
+from ember.kernels.gemm import pack_a, pack_b
+from ember.lower.schedule import Schedule, gemm_tiles
+
+TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+def compare(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 1) -> None:
+    got = ember.compile(model, threads=threads).run(feeds)
+    want = run_ort(model, feeds)
+    for (name, actual), expected in zip(got.items(), want):
+        np.testing.assert_allclose(actual, expected, err_msg=name, **TOL)
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_pack_layouts():
+    a = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    packed = pack_a(a, 6)
+    np.testing.assert_array_equal(packed[:18].reshape(3, 6), a[:6].T)   # panel 0: k-major
+    np.testing.assert_array_equal(packed[18:], a[6])                    # short last panel
+    b = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
+    packed = pack_b(b, 4)
+    np.testing.assert_array_equal(packed[:12].reshape(3, 4), b[:, :4])
+    np.testing.assert_array_equal(packed[12:].reshape(3, 4), np.pad(b[:, 4:], ((0, 0), (0, 3))))
+
+
+def test_tiles_fit_caches():
+    t = gemm_tiles(Schedule(threads=2), 1024, 1024, 1024)
+    assert (t.mr, t.nr) == (6, 16) and t.kc * t.nr * 4 <= 16 * 1024
+    assert t.mc % t.mr == 0 and t.nc % t.nr == 0 and t.m_parts * t.n_parts == 2
+
+
+SIZES = [(1, 1, 1), (1, 10, 512), (5, 17, 3), (6, 16, 256), (7, 33, 257), (13, 100, 600),
+         (250, 40, 300), (40, 3000, 20)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mnk", SIZES)
+def test_matmul_runtime_operands(mnk, threads, rng):
+    m, n, k = mnk
+    feeds = {"a": normal(rng, m, k), "b": normal(rng, k, n)}
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    compare(make_model([node], feeds, ["y"]), feeds, threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mnk", SIZES)
+def test_matmul_constant_weights(mnk, threads, rng):
+    """B constant (packed at compile time), then A constant."""
+    m, n, k = mnk
+    a, b = normal(rng, m, k), normal(rng, k, n)
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    compare(make_model([node], {"a": a}, ["y"], {"b": b}), {"a": a}, threads)
+    compare(make_model([node], {"b": b}, ["y"], {"a": a}), {"b": b}, threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shapes", [((2, 12, 37, 32), (2, 12, 32, 37)), ((3, 1, 7, 300), (5, 300, 9)),
+                                    ((4, 20, 16), (16, 40))])
+def test_batched_matmul(shapes, threads, rng):
+    feeds = {"a": normal(rng, *shapes[0]), "b": normal(rng, *shapes[1])}
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    compare(make_model([node], feeds, ["y"]), feeds, threads)
+
+
+@pytest.mark.parametrize("trans", [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("const_b", [False, True])
+def test_gemm_transposes_alpha_beta(trans, const_b, rng):
+    m, n, k = 9, 35, 270
+    a = normal(rng, *((k, m) if trans[0] else (m, k)))
+    b = normal(rng, *((n, k) if trans[1] else (k, n)))
+    c = normal(rng, n)
+    node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], transA=trans[0], transB=trans[1],
+                            alpha=0.5, beta=2.0)
+    feeds = {"a": a} if const_b else {"a": a, "b": b}
+    inits = {"b": b, "c": c} if const_b else {"c": c}
+    compare(make_model([node], feeds, ["y"], inits), feeds, threads=2)
+
+
+@pytest.mark.parametrize("k", [40, 700])
+def test_fused_bias_relu_residual(k, rng):
+    """MatMul + Add + Relu + Add fuse into the GEMM; with k > kc the partial sums go through
+    the output before the epilogue."""
+    x, r = normal(rng, 30, k), normal(rng, 30, 50)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["a"]), helper.make_node("Add", ["a", "r"], ["y"])]
+    model = make_model(nodes, {"x": x, "r": r}, ["y"], {"w": normal(rng, k, 50), "b": normal(rng, 50)})
+    compare(model, {"x": x, "r": r}, threads=2)
+
+
+def test_nan_and_inf_propagate(rng):
+    a, b = normal(rng, 8, 300), normal(rng, 300, 20)
+    a[1, 5], a[3, 299], b[7, 4] = np.nan, np.inf, -np.inf
+    got = ember.compile(make_model([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                                   {"a": a}, ["y"], {"b": b})).run({"a": a})["y"]
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], **TOL)
+
+
+CONVS = [   # (x shape, w shape, attrs)
+    ((1, 16, 9, 9), (8, 16, 1, 1), {}),                                         # 1x1: no im2col
+    ((2, 7, 11, 13), (13, 7, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 32, 15, 15), (20, 32, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 1]}),
+    ((1, 40, 10, 10), (7, 40, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),   # k > kc
+    ((1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    ((1, 3, 30, 30), (16, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    ((1, 16, 8, 8), (8, 16, 1, 1), {"strides": [2, 2]}),
+    ((2, 6, 50), (5, 6, 5), {"pads": [2, 2], "strides": [3]}),                  # 1-D
+    ((1, 64, 7, 7), (70, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", range(len(CONVS)))
+def test_conv_as_gemm(case, threads, rng):
+    xs, ws, attrs = CONVS[case]
+    x = normal(rng, *xs)
+    inits = {"w": normal(rng, *ws), "b": normal(rng, ws[0])}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    compare(make_model([node, relu], {"x": x}, ["y"], inits), {"x": x}, threads)
+
+
+def test_conv_residual_epilogue_and_runtime_weights(rng):
+    """A residual Add fused into the conv (indexed by position), and weights fed at run time."""
+    x, w = normal(rng, 1, 24, 10, 10), normal(rng, 24, 24, 3, 3)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["y"])]
+    compare(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, threads=2)
+    compare(make_model(nodes, {"x": x, "w": w}, ["y"]), {"x": x, "w": w})

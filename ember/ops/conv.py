@@ -21,6 +21,7 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
+from ember.ops.depthwise import emit_depthwise, is_depthwise
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
                               parallel_for, sliding_window, spatial_rank, transposed_window)
@@ -114,6 +115,9 @@ class Conv(OpDef):
 
     def lower(self, node: Node, ctx) -> None:
         g = conv_geometry(node)
+        if is_depthwise(g) and node.inputs[0].type.dtype == dt.F32:
+            emit_depthwise(ctx, g)
+            return
         if conv_gemm_applies(node, g):
             emit_conv_gemm(ctx, g)
             return

@@ -1,0 +1,57 @@
+"""Depthwise Conv (group == input channels, float32, 1-D or 2-D): a vectorized plane kernel.
+
+Each input plane is copied once into the padded, stride-phase-split layout of
+`window_plane`; then, for each of its output channels (the channel multiplier), the taps
+are unrolled with their weights and the bias held in registers, and one flat loop over the
+plane computes every output. Finished rows go out through ctx.store, so a fused epilogue
+(BatchNorm shift, Relu, Clip) runs in its own vectorizable loop.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from ember.ops.window_plane import (VEC, Fold, PlaneWindow, emit_window_rows, plane_loop,
+                                   plane_window, splat)
+
+if TYPE_CHECKING:
+    from ember.ops.conv import ConvGeometry
+
+
+def depthwise_plane(g: ConvGeometry) -> PlaneWindow | None:
+    """The plane window of a depthwise Conv this kernel handles, None for any other Conv."""
+    if g.transposed or g.groups != g.in_channels:
+        return None
+    return plane_window(g.in_sp, g.window)
+
+
+def is_depthwise(g: ConvGeometry) -> bool:
+    return depthwise_plane(g) is not None
+
+
+def emit_depthwise(ctx, g: ConvGeometry) -> None:
+    pw = depthwise_plane(g)
+    assert pw is not None, "emit_depthwise needs a depthwise Conv (see is_depthwise)"
+    w = ctx.w
+    planes, mult = g.batch * g.in_channels, g.out_channels // g.groups
+    out_plane = pw.out_h * pw.out_w
+    if planes * mult * out_plane == 0:
+        return
+    taps = len(pw.taps())
+    out_vars = ["n", "co", "oh", "ow"] if len(g.in_sp) == 2 else ["n", "co", "ow"]
+    with plane_loop(ctx, pw, planes, "0.0f"):
+        w.line(f"const int64_t n = nc / {g.in_channels}, c = nc % {g.in_channels};")
+        channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
+                    if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
+        with channels:
+            w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {taps};")
+            w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}" for t in range(taps))
+                   + ";")
+            bias = f"{ctx.ins[2]}[co]" if g.has_bias else "0.0f"
+
+            def finish(value: str, offset: str) -> None:
+                ctx.store(out_vars, f"(n * {g.out_channels} + co) * {out_plane} + {offset}",
+                          value)
+
+            fold = Fold((splat(bias), splat("0.0f")), "{acc} += w{t} * {x};", "{a} + {b}")
+            emit_window_rows(w, pw, "padded", "acc", fold, finish)

@@ -1,0 +1,251 @@
+"""Vectorizable 2-D window kernels over one NCHW plane (depthwise Conv, MaxPool, AveragePool).
+
+A window that slides with stride (sh, sw) and dilation (dh, dw) reads input column
+ow*sw + b*dw for output column ow and tap b: a strided, bounds-checked access that compilers
+do not vectorize. So each plane is first copied into scratch with its padding written out
+and its rows and columns split by stride phase:
+
+    phase plane (r % sh, c % sw), row r // sh, column c // sw  <-  padded input (r, c)
+
+Every phase plane has `pitch` columns and `rows` rows. Tap (a, b) of output (oh, ow) then
+sits at `tap_offset(a, b) + oh*pitch + ow`, so over the flat index q = oh*pitch + ow each tap
+is one contiguous stream at a constant offset: the kernel is a single loop over q with the
+taps unrolled and no bounds test, which GCC vectorizes. Columns ow >= out_w of the pitch are
+computed too (on finite neighbours, never stored); for small planes that waste is what buys
+full vectors. Output rows go in blocks whose results (`acc`) stay in L1 until a second loop
+hands each real element to the caller (an epilogue, a divisor).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from ember.ops.window import Window, parallel_for
+from ember.render.cwriter import CWriter
+
+#: accumulator block size in floats: a few output rows that stay in L1 between the two loops
+_ACC_FLOATS = 2048
+#: per-thread scratch regions start on 64-byte boundaries (in floats)
+_ALIGN = 16
+#: largest kernel (taps) whose loop is unrolled; larger windows keep the generic kernels
+MAX_TAPS = 64
+#: float lanes of the vectors the tap loop computes in (the C names of their types)
+LANES = 8
+VEC, MASK = "ember_vf", "ember_vi"
+
+
+@dataclass(frozen=True)
+class PlaneWindow:
+    """A 2-D window over one [in_h, in_w] plane, in the phase-split padded layout above."""
+    in_h: int
+    in_w: int
+    win: Window
+
+    @property
+    def out_h(self) -> int:
+        return self.win.out[0]
+
+    @property
+    def out_w(self) -> int:
+        return self.win.out[1]
+
+    @property
+    def pitch(self) -> int:
+        """Columns of a phase plane: enough for every tap of every output column."""
+        sw, ext = self.win.strides[1], self.win.extent[1]
+        return self.out_w - 1 + -(-ext // sw)
+
+    @property
+    def rows(self) -> int:
+        sh, ext = self.win.strides[0], self.win.extent[0]
+        return self.out_h - 1 + -(-ext // sh)
+
+    @property
+    def phases(self) -> int:
+        return self.win.strides[0] * self.win.strides[1]
+
+    @property
+    def padded_floats(self) -> int:
+        # + slack: the unused columns of the last row read up to one tap extent past the end,
+        # and its last vector up to LANES - 1 more
+        slack = (self.win.extent[1] - 1) // self.win.strides[1] + LANES - 1
+        return self.phases * self.rows * self.pitch + slack
+
+    @property
+    def block_rows(self) -> int:
+        return max(1, min(self.out_h, _ACC_FLOATS // self.pitch))
+
+    @property
+    def acc_offset(self) -> int:
+        """Where the accumulator block starts in a thread's scratch, after the padded plane."""
+        return _round(self.padded_floats)
+
+    def scratch_floats(self, extra: int = 0) -> int:
+        """Scratch one thread needs: the padded plane, the accumulator block, `extra` floats."""
+        return self.acc_offset + _round(self.block_rows * self.pitch) + _round(extra)
+
+    def taps(self) -> list[tuple[int, int]]:
+        kh, kw = self.win.kernel
+        return [(a, b) for a in range(kh) for b in range(kw)]
+
+    def tap_offset(self, a: int, b: int) -> int:
+        (sh, sw), (dh, dw) = self.win.strides, self.win.dilations
+        phase = (a * dh % sh) * sw + b * dw % sw
+        return phase * self.rows * self.pitch + (a * dh // sh) * self.pitch + b * dw // sw
+
+
+def plane_window(in_sp: tuple[int, ...], win: Window) -> PlaneWindow | None:
+    """The 2-D form of a 1-D or 2-D window (a 1-D one gets a unit height), None otherwise."""
+    if len(in_sp) == 2:
+        pw = PlaneWindow(in_sp[0], in_sp[1], win)
+    elif len(in_sp) == 1:
+        pw = PlaneWindow(1, in_sp[0], Window((1,) + win.kernel, (1,) + win.strides,
+                                             (1,) + win.dilations, (0,) + win.pads_begin,
+                                             (0,) + win.pads_end, (1,) + win.out))
+    else:
+        return None
+    return pw if math.prod(win.kernel) <= MAX_TAPS else None
+
+
+def _round(floats: int) -> int:
+    return -(-floats // _ALIGN) * _ALIGN
+
+
+@contextlib.contextmanager
+def plane_loop(ctx, pw: PlaneWindow, planes: int, pad: str, extra: int = 0) -> Iterator[None]:
+    """`for (nc < planes)` over the input planes of ctx.ins[0] (threads share them out), each
+    copied into `padded` (padding with `pad`); `acc` is the accumulator block and `extra`
+    points to `extra` more floats of this thread's scratch."""
+    w, threads = ctx.w, ctx.schedule.threads
+    emit_vector_types(w)
+    parallel = parallel_for(w, threads, planes, thread_id=True)
+    per_thread = pw.scratch_floats(extra)
+    scratch = ctx.request_scratch((threads if parallel else 1) * per_thread * 4)
+    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
+        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
+        w.line(f"float *restrict padded = (float *){scratch}{mine};")
+        w.line(f"float *restrict acc = padded + {pw.acc_offset};")
+        if extra:
+            w.line(f"float *restrict extra = acc + {_round(pw.block_rows * pw.pitch)};")
+        emit_padded_copy(w, pw, f"{ctx.ins[0]} + nc * {pw.in_h * pw.in_w}", "padded", pad)
+        yield
+
+
+def emit_padded_copy(w: CWriter, pw: PlaneWindow, src: str, dst: str, pad: str) -> None:
+    """Copy the plane at `src` into the phase-split layout at `dst`, padding with `pad`."""
+    (sh, sw), (pt, pl) = pw.win.strides, pw.win.pads_begin
+    plane = pw.rows * pw.pitch
+    with w.block(f"for (int64_t rr = 0; rr < {pw.rows * sh}; ++rr)"):
+        # padded row rr lands in row phase rr % sh, at row rr / sh of that phase plane
+        at = (f"rr * {pw.pitch}" if sh == 1 else
+              f"(rr % {sh}) * {sw * plane} + (rr / {sh}) * {pw.pitch}")
+        w.line(f"float *restrict d = {dst} + {at};")
+        w.line(f"const int64_t i = rr - {pt};")
+        columns = [f"d + {c * plane}" if c else "d" for c in range(sw)]
+        with w.block(f"if (i < 0 || i >= {pw.in_h})"):
+            for d in columns:
+                _fill(w, d, 0, pw.pitch, pad)
+            w.line("continue;")
+        w.line(f"const float *restrict s = {src} + i * {pw.in_w};")
+        for c, d in enumerate(columns):
+            # column j of phase c is padded column j*sw + c, input column j*sw + c - pl
+            lo = min(pw.pitch, max(0, -(-(pl - c) // sw)))
+            hi = max(lo, min(pw.pitch, -(-(pw.in_w + pl - c) // sw)))
+            _fill(w, d, 0, lo, pad)
+            if hi > lo:
+                _copy(w, d, lo, hi, sw, c - pl)
+            _fill(w, d, hi, pw.pitch, pad)
+    end = pw.phases * plane
+    _fill(w, dst, end, pw.padded_floats, pad)
+
+
+def _fill(w: CWriter, dst: str, lo: int, hi: int, value: str) -> None:
+    """dst[lo:hi] = value."""
+    if hi > lo:
+        with w.block(f"for (int64_t j = {lo}; j < {hi}; ++j)"):
+            w.line(f"{_deref(dst)}[j] = {value};")
+
+
+def _copy(w: CWriter, dst: str, lo: int, hi: int, stride: int, offset: int) -> None:
+    """dst[j] = s[j*stride + offset] for j in [lo, hi). A unit-stride run goes by whole vectors
+    (a plain loop would become a memmove call per row)."""
+    src = f"s[{_affine('j', stride, offset)}]"
+    if stride == 1 and hi - lo >= LANES:
+        w.line(f"int64_t j = {lo};")
+        with w.block(f"for (; j <= {hi - LANES}; j += {LANES})"):
+            w.line(f"*({VEC} *)({dst} + j) = *(const {VEC} *)(s + {_affine('j', 1, offset)});")
+        with w.block(f"for (; j < {hi}; ++j)"):
+            w.line(f"{_deref(dst)}[j] = {src};")
+        return
+    with w.block(f"for (int64_t j = {lo}; j < {hi}; ++j)"):
+        w.line(f"{_deref(dst)}[j] = {src};")
+
+
+def _deref(pointer: str) -> str:
+    return pointer if pointer.isidentifier() else f"({pointer})"
+
+
+def _affine(var: str, scale: int, const: int) -> str:
+    text = var if scale == 1 else f"{var} * {scale}"
+    return text if not const else f"{text} {'-' if const < 0 else '+'} {abs(const)}"
+
+
+def emit_vector_types(w: CWriter) -> None:
+    """Block-scope typedefs of the float vector and its comparison mask (GCC/Clang vector
+    extensions: the compiler picks the instructions, or plain scalar code on a target with no
+    SIMD). aligned(4): loads and stores at any float."""
+    w.line(f"typedef float {VEC} __attribute__((vector_size({4 * LANES}), aligned(4)));")
+    w.line(f"typedef int32_t {MASK} __attribute__((vector_size({4 * LANES}), aligned(4)));")
+
+
+def splat(scalar: str) -> str:
+    """A vector of `scalar` in every lane (subtracting +0 keeps a -0 as it is)."""
+    return f"({scalar} - ({VEC}){{0}})"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """How the tap loop folds a window's taps, as C over vectors. Two partial results, over
+    the even and the odd taps, halve the chain of dependent operations; `join` combines them.
+    `step` is a statement of {acc} (the partial), {x} (the tap's vector) and {t} (its index);
+    `join` an expression of {a} and {b}."""
+    init: tuple[str, str]
+    step: str
+    join: str
+
+
+def vector_max(a: str, b: str) -> str:
+    """a > b ? a : b per lane (a NaN in `a` is skipped), as the mask select C allows vectors."""
+    return f"({VEC})((({a} > {b}) & ({MASK})({a})) | (~({a} > {b}) & ({MASK})({b})))"
+
+
+def emit_window_rows(w: CWriter, pw: PlaneWindow, padded: str, acc: str, fold: Fold,
+                     finish: Callable[[str, str], None],
+                     row_prologue: Callable[[], None] | None = None) -> None:
+    """The blocked tap loop over a padded plane, then the per-element finishing loop.
+
+    `finish(acc_element, out_offset)` writes output (oh, ow) from its accumulator, where
+    `out_offset` is its offset within the output plane. `row_prologue` writes per-row
+    declarations (oh is declared) before the column loop.
+    """
+    p, out_w = pw.pitch, pw.out_w
+    with w.block(f"for (int64_t oh0 = 0; oh0 < {pw.out_h}; oh0 += {pw.block_rows})"):
+        w.line(f"const int64_t nrows = {pw.out_h} - oh0 < {pw.block_rows} ? "
+               f"{pw.out_h} - oh0 : {pw.block_rows};")
+        # whole vectors: the last one runs past the block into the padded plane's slack
+        with w.block(f"for (int64_t q = 0; q < nrows * {p}; q += {LANES})"):
+            w.line(f"const float *restrict x = {padded} + oh0 * {p} + q;")
+            w.line(f"{VEC} s0 = {fold.init[0]}, s1 = {fold.init[1]};")
+            for t, (a, b) in enumerate(pw.taps()):
+                offset = pw.tap_offset(a, b)
+                load = f"*(const {VEC} *)(x + {offset})" if offset else f"*(const {VEC} *)x"
+                w.line(fold.step.format(acc=f"s{t % 2}", x=load, t=t))
+            w.line(f"*({VEC} *)({acc} + q) = {fold.join.format(a='s0', b='s1')};")
+        with w.block("for (int64_t r = 0; r < nrows; ++r)"):
+            w.line("const int64_t oh = oh0 + r;")
+            if row_prologue is not None:
+                row_prologue()
+            with w.block(f"for (int64_t ow = 0; ow < {out_w}; ++ow)"):
+                finish(f"{acc}[r * {p} + ow]", f"oh * {out_w} + ow")

@@ -1,0 +1,140 @@
+"""Depthwise Conv (the vectorized plane kernel of ember/ops/depthwise.py) against onnxruntime."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import ember
+from conftest import make_model, run_ort
+
+VECTOR_TYPE = "ember_vf"      # only the plane kernel declares it
+
+
+def _check(rng, x_shape, kernel, attrs=None, bias=True, mult=1, after=None, x=None,
+           threads=1, fast=True):
+    """Conv (group = channels) [-> `after` ops], compiled by Ember and compared with ORT."""
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32) if x is None else x
+    inits = {"w": rng.standard_normal((c * mult, 1) + tuple(kernel)).astype(np.float32)}
+    if bias:
+        inits["b"] = rng.standard_normal(c * mult).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x"] + list(inits), ["c"], group=c, **(attrs or {}))]
+    last = "c"
+    for k, (op, extra) in enumerate(after or []):
+        for name, value in extra.items():
+            inits[name] = value
+        nodes.append(helper.make_node(op, [last] + list(extra), [f"a{k}"]))
+        last = f"a{k}"
+    model = make_model(nodes, {"x": x}, [last], inits)
+    compiled = ember.compile(model, threads=threads)
+    assert (VECTOR_TYPE in compiled.source) == fast
+    got = compiled.run({"x": x})[last]
+    want = run_ort(model, {"x": x})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    return got
+
+
+CASES = [
+    # (x shape, kernel, attrs)
+    ((1, 4, 9, 11), (3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 3, 10, 9), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ((1, 5, 7, 7), (3, 3), {}),                                            # no padding
+    ((1, 3, 13, 17), (5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 3, 14, 15), (5, 5), {"pads": [2, 2, 2, 2], "strides": [2, 2]}),
+    ((1, 3, 6, 5), (1, 1), {}),                                            # 1x1
+    ((1, 3, 8, 9), (3, 1), {"pads": [1, 0, 1, 0]}),                        # 3x1
+    ((1, 3, 8, 9), (1, 3), {"pads": [0, 1, 0, 1], "strides": [1, 2]}),
+    ((1, 2, 9, 10), (3, 3), {"pads": [0, 2, 1, 0]}),                       # asymmetric
+    ((1, 2, 9, 10), (3, 3), {"pads": [2, 0, 0, 1], "strides": [2, 1]}),
+    ((1, 2, 11, 12), (3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 2, 11, 12), (3, 2), {"dilations": [2, 3], "strides": [2, 3], "pads": [1, 2, 0, 1]}),
+    ((1, 2, 9, 9), (2, 2), {"strides": [3, 3]}),                           # stride > kernel
+    ((1, 2, 5, 4), (3, 3), {"pads": [4, 3, 5, 4]}),                        # pads > kernel
+    ((1, 3, 1, 1), (3, 3), {"pads": [1, 1, 1, 1]}),                        # 1x1 plane
+    ((1, 3, 1, 9), (1, 3), {"pads": [0, 1, 0, 1]}),                        # one row
+    ((1, 3, 9, 1), (3, 1), {"pads": [1, 0, 1, 0]}),                        # one column
+    ((1, 3, 6, 3), (3, 3), {"pads": [1, 1, 1, 1]}),                        # narrower than a vector
+    ((1, 64, 25, 5), (3, 3), {"pads": [1, 1, 1, 1]}),                      # DS-CNN
+    ((1, 7, 23, 37), (7, 7), {"pads": [3, 3, 3, 3]}),                      # 49 taps
+    ((1, 2, 7, 8), (3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ((1, 2, 7, 8), (4, 4), {"auto_pad": "SAME_LOWER"}),
+    ((1, 2, 7, 8), (3, 3), {"auto_pad": "VALID", "strides": [2, 2]}),
+    ((1, 1, 8, 9), (3, 3), {"pads": [1, 1, 1, 1]}),                        # one channel
+]
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", CASES)
+def test_depthwise(x_shape, kernel, attrs, rng):
+    _check(rng, x_shape, kernel, attrs)
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", [CASES[0], CASES[1], CASES[11]])
+def test_depthwise_no_bias(x_shape, kernel, attrs, rng):
+    _check(rng, x_shape, kernel, attrs, bias=False)
+
+
+@pytest.mark.parametrize("mult,attrs", [(2, {"pads": [1, 1, 1, 1]}),
+                                        (3, {"strides": [2, 2], "pads": [0, 1, 1, 0]})])
+def test_depthwise_multiplier(mult, attrs, rng):
+    _check(rng, (2, 3, 8, 7), (3, 3), attrs, mult=mult)
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", [
+    ((2, 3, 17), (3,), {"pads": [1, 1]}),
+    ((1, 4, 20), (5,), {"pads": [2, 1], "strides": [2], "dilations": [2]}),
+    ((1, 2, 3), (3,), {"pads": [1, 1]}),
+])
+def test_depthwise_1d(x_shape, kernel, attrs, rng):
+    _check(rng, x_shape, kernel, attrs)
+
+
+def test_depthwise_3d_keeps_generic_kernel(rng):
+    _check(rng, (1, 2, 4, 5, 6), (3, 3, 3), {"pads": [1] * 6}, fast=False)
+
+
+def test_depthwise_large_kernel_keeps_generic_kernel(rng):
+    _check(rng, (1, 2, 12, 12), (9, 9), {"pads": [4] * 4}, fast=False)
+
+
+def test_depthwise_relu_epilogue(rng):
+    got = _check(rng, (1, 6, 10, 9), (3, 3), {"pads": [1, 1, 1, 1]}, after=[("Relu", {})])
+    assert (got == 0).any() and (got > 0).any()
+
+
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+def test_depthwise_bn_clip_epilogue(strides, rng):
+    """MobileNet's pattern: Conv, a per-channel shift (folded BatchNorm), Clip(0, 6)."""
+    shift = rng.standard_normal((5, 1, 1)).astype(np.float32)
+    _check(rng, (1, 5, 12, 11), (3, 3), {"pads": [1, 1, 1, 1], "strides": strides},
+           after=[("Add", {"shift": shift}),
+                  ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})])
+
+
+def test_depthwise_threads(rng):
+    x = rng.standard_normal((2, 5, 12, 13)).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1], "strides": [2, 1]}
+    single = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, mult=2, x=x)
+    threaded = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, mult=2, x=x, threads=2)
+    np.testing.assert_array_equal(single, threaded)
+
+
+def test_depthwise_nan_inf(rng):
+    x = rng.standard_normal((1, 3, 8, 10)).astype(np.float32)
+    x[0, 0, 2, 3], x[0, 1, 0, 0], x[0, 2, 7, 9], x[0, 2, 4, 4] = np.nan, np.inf, -np.inf, np.inf
+    got = _check(rng, x.shape, (3, 3), {"pads": [1, 1, 1, 1]}, x=x)
+    assert np.isnan(got[0, 0, 1:4, 2:5]).all() and np.isfinite(got[0, 0, 5:, :]).all()
+
+
+def test_depthwise_empty_batch(rng):
+    _check(rng, (0, 3, 6, 6), (3, 3), {"pads": [1, 1, 1, 1]}, fast=False)   # no code at all
+
+
+def test_depthwise_float64_keeps_generic_kernel(rng):
+    from conftest import check_node
+    x = rng.standard_normal((1, 3, 6, 7))
+    w = rng.standard_normal((3, 1, 3, 3))
+    got = ember.compile(make_model([helper.make_node("Conv", ["x", "w"], ["y"], group=3)],
+                                   {"x": x}, ["y"], {"w": w}))
+    assert VECTOR_TYPE not in got.source
+    check_node("Conv", {"x": x}, {"group": 3}, initializers={"w": w}, oracle="reference",
+               rtol=1e-10, atol=1e-12)

@@ -366,11 +366,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UsageError(f"--json {args.json!r}: its directory does not exist")
     settings = harness.Settings(args.threads, args.runs, args.warmup, args.peers, args.seed)
+    machine = machine_info()          # before the runs: the load average at the start
     result = harness.bench_model(args.model, settings, _input_shapes(args.input_shape),
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(report.format_table(result))
+    print(report.format_table(result, machine))
     if args.json:
-        report.write_json(args.json, report.bench_json(result, machine_info()))
+        report.write_json(args.json, report.bench_json(result, machine))
         print(f"wrote {args.json!r}")
     return 0
 

@@ -11,6 +11,8 @@ from typing import Any
 
 #: distributions whose versions explain a result (read from metadata: nothing is imported)
 PACKAGES = ("ember", "onnx", "onnxruntime", "openvino", "numpy", "torch", "onnx2torch")
+#: environment variables that change how thread pools wait and spin
+THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "EMBER_")
 
 
 def cpu_model() -> str:
@@ -53,7 +55,15 @@ def machine_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+            # A busy machine (load past the core count) makes every figure noisy.
+            "load_average": load,
+            "thread_env": {k: v for k, v in sorted(os.environ.items())
+                           if k.startswith(THREAD_ENV_PREFIXES)},
             "platform": platform.platform(), "python": platform.python_version(),
             "versions": package_versions(), "git": git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

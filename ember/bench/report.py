@@ -50,8 +50,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join("| " + " | ".join(cells) + " |" for cells in (headers, align, *rows))
 
 
+def busy_note(machine: dict[str, Any]) -> list[str]:
+    """A warning when other work kept the machine's cores busy as the benchmark started."""
+    load, cores = machine.get("load_average"), machine.get("usable_cores") or machine.get("cores")
+    if not load or not cores or load[0] < cores:
+        return []
+    return [f"note: the machine was busy (load average {load[0]:.1f} on {cores} cores): the "
+            "timings are noisy, multi-threaded ones most"]
+
+
 # -- one model (`ember bench`) ---------------------------------------------------------------
-def format_table(result: ModelResult) -> str:
+def format_table(result: ModelResult, machine: dict[str, Any] | None = None) -> str:
     s = result.settings
     head = (f"{result.model.name}: {_plural(s.threads, 'thread')}, {s.runs} timed runs after "
             f"{s.warmup} warm-up per runtime, each in its own process")
@@ -67,7 +76,8 @@ def format_table(result: ModelResult) -> str:
     table = text_table(["runtime", "median ms", "p90 ms", "ratio vs ORT", "peak RSS MiB",
                         "max |diff| vs ORT", "load s"], rows)
     return "\n".join([head, table, RATIO_NOTE + "; load s: compile or load time",
-                      *(["skipped:"] + skipped if skipped else []), *result.notes])
+                      *(["skipped:"] + skipped if skipped else []), *result.notes,
+                      *busy_note(machine or {})])
 
 
 def bench_json(result: ModelResult, machine: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +110,9 @@ def zoo_markdown(document: dict[str, Any]) -> str:
               ) if git else "unknown"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "ember")
     lines = ["# Ember benchmarks", "",
-             f"{m['date']}, commit {commit}; {m['cpu']}, {m['cores']} cores; {versions}.", "",
+             f"{m['date']}, commit {commit}; {m['cpu']}, {m['cores']} cores"
+             + (f" (load average {m['load_average'][0]} at the start)" if m.get("load_average")
+                else "") + f"; {versions}.", "",
              f"Median of {s['runs']} timed runs after {s['warmup']} warm-up per runtime, each "
              f"runtime in its own process, runs interleaved in rounds. {RATIO_NOTE}.", ""]
     peers = [p for p in s["peers"] if p != REFERENCE and
@@ -127,7 +139,7 @@ def zoo_markdown(document: dict[str, Any]) -> str:
             f"{_plural(int(t), 'thread')} {r:.2f}" for t, r in means.items())
             + f"; worst: {worst['model']} at {_plural(worst['threads'], 'thread')}, "
               f"{worst['ratio']:.2f}.", ""]
-    lines += [f"- {note}" for note in summary["notes"]]
+    lines += [f"- {note}" for note in summary["notes"] + busy_note(m)]
     for section in document.get("sections", {}).values():
         lines += ["", f"## {section['title']}", "", section["markdown"].rstrip()]
     return "\n".join(lines).rstrip() + "\n"

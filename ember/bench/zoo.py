@@ -72,9 +72,9 @@ def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
             "worst_ember_vs_ort": worst, "notes": list(notes)}
 
 
-def build_document(entries: list[dict[str, Any]], settings: dict[str, Any],
-                   sections: Sequence[Section] = ()) -> dict[str, Any]:
-    return {"kind": "ember-zoo-bench", "machine": machine_info(), "settings": settings,
+def build_document(machine: dict[str, Any], entries: list[dict[str, Any]],
+                   settings: dict[str, Any], sections: Sequence[Section] = ()) -> dict[str, Any]:
+    return {"kind": "ember-zoo-bench", "machine": machine, "settings": settings,
             "entries": entries, "summary": summarize(entries),
             "sections": {s.key: {"title": s.title, "data": s.data, "markdown": s.markdown}
                          for s in sections}}
@@ -127,10 +127,11 @@ def main(argv: Sequence[str] | None = None,
     except BenchError as e:
         print(f"ember bench: error: {e}", file=sys.stderr)
         return 2
+    machine = machine_info()          # before the runs: the load average at the start
     entries = run_models(args.models, args.threads, base)
     settings = {"models": list(args.models), "threads": list(args.threads), "runs": args.runs,
                 "warmup": args.warmup, "peers": list(args.peers), "seed": args.seed}
-    document = build_document(entries, settings, [make() for make in sections])
+    document = build_document(machine, entries, settings, [make() for make in sections])
     write_results(document, args.out)
     sys.stdout.write(zoo_markdown(document))
     print(f"wrote {args.out / 'latest.json'}, {args.out / 'latest.md'}; appended to "

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 
 from ember import cli
 from ember.bench import harness, zoo
-from ember.bench.report import Section, format_table
+from ember.bench.models import BenchError, BenchModel
+from ember.bench.report import Section, busy_note, format_table
 from ember.bench.runners import OnnxRuntimeRunner, OpenVinoRunner
 from ember.bench.stats import geomean, max_abs_diff, split_runs, summarize
 
@@ -75,6 +76,26 @@ def test_without_onnxruntime_there_are_no_ratios(monkeypatch):
     assert mine.stats()["runs"] == 3 and mine.ratio is None and mine.max_abs_diff is None
     assert any("onnxruntime did not run" in n for n in result.notes)
     assert "onnxruntime did not run" in format_table(result)
+
+
+def failing(message: str, user_error: bool = False):
+    def action():
+        raise harness.WorkerError(message, user_error, ["a problem"])
+    return action
+
+
+def test_a_failing_peer_is_dropped_but_failing_ember_is_an_error(tmp_path):
+    model = BenchModel("m", "zoo", tmp_path / "m.onnx", {})
+    session = harness._Session(model, ORT_ONLY, tmp_path, lambda line: None)
+    session.results["onnxruntime"] = harness.RuntimeResult("onnxruntime", "ok")
+    assert session.call("onnxruntime", failing("RuntimeError: boom")) is None
+    assert (session.results["onnxruntime"].status,
+            session.results["onnxruntime"].reason) == ("failed", "RuntimeError: boom")
+    with pytest.raises(BenchError, match="unsupported op") as info:
+        session.call("ember", failing("model 'm': unsupported op\n  - a problem", True))
+    assert info.value.problems == ["a problem"]
+    with pytest.raises(RuntimeError, match="Ember failed on m: the ember worker exited"):
+        session.call("ember", failing("the ember worker exited with status -11"))
 
 
 def write_symbolic_model(path: Path) -> Path:
@@ -165,6 +186,12 @@ def test_stats():
     assert s["median_ms"] == pytest.approx(3.0) and s["runs"] == 5
     assert s["p90_ms"] == pytest.approx(7.6) and s["min_ms"] == pytest.approx(1.0)
     assert geomean([2.0, 8.0]) == pytest.approx(4.0) and geomean([]) is None
+
+
+def test_busy_machines_are_flagged():
+    assert busy_note({"load_average": [2.5, 1, 1], "usable_cores": 2})
+    assert busy_note({"load_average": [0.5, 1, 1], "usable_cores": 2}) == []
+    assert busy_note({}) == []
 
 
 def test_max_abs_diff_handles_special_values():

@@ -21,6 +21,7 @@ import numpy as np
 
 from ember.bench.models import BenchError, BenchModel, prepare_model
 from ember.bench.runners import PEERS, REFERENCE, RUNNERS
+from ember.bench.worker import INPUT_KEY_PREFIX
 from ember.bench.stats import max_abs_diff, split_runs, summarize
 
 #: timed runs are spread over at most this many interleaved rounds
@@ -201,8 +202,10 @@ class _Session:
             if worker:
                 worker.close()
             if runtime == "ember":
-                if e.user_error:
-                    raise BenchError(str(e).splitlines()[0], problems=e.problems) from None
+                if e.user_error:      # Ember's own message, rebuilt: its head, then its problems
+                    suffix = "".join(f"\n  - {p}" for p in e.problems)
+                    head = str(e)[:len(str(e)) - len(suffix)] if str(e).endswith(suffix) else str(e)
+                    raise BenchError(head, problems=e.problems) from None
                 raise RuntimeError(f"Ember failed on {self.model.name}: {e}") from None
             self.results[runtime].status, self.results[runtime].reason = "failed", str(e)
             self.progress(f"{self.tag} {runtime}: failed, {str(e).splitlines()[0]}")
@@ -239,7 +242,8 @@ def benchmark(model: BenchModel, settings: Settings, workdir: Path,
               progress: Progress = lambda line: None) -> ModelResult:
     """Time `model` on Ember and the requested peers, each in its own worker process."""
     inputs = workdir / "inputs.npz"
-    np.savez(inputs, **model.feeds)
+    # Prefixed keys: an input named "file" must not collide with savez's own parameters.
+    np.savez(inputs, **{INPUT_KEY_PREFIX + name: a for name, a in model.feeds.items()})
     session = _Session(model, settings, workdir, progress)
     try:
         for runtime in ("ember", *settings.peers):

@@ -6,6 +6,7 @@ report sections (e.g. kernel GFLOP/s) travel as `Section`s and land in both.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,8 +93,19 @@ def write_text(path: "str | os.PathLike", text: str) -> None:
     os.replace(tmp, path)
 
 
+def _strict(value: Any) -> Any:
+    """JSON has no Infinity or NaN (an output that differs in shape differs by inf): strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: "str | os.PathLike", document: dict[str, Any]) -> None:
-    write_text(path, json.dumps(document, indent=1) + "\n")
+    write_text(path, json.dumps(_strict(document), indent=1, allow_nan=False) + "\n")
 
 
 # -- the zoo (`make bench`) ------------------------------------------------------------------

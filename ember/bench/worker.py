@@ -28,6 +28,9 @@ import numpy as np
 from ember.bench.runners import RUNNERS, Runner
 from ember.errors import EmberError
 
+#: the inputs archive keys each input as this prefix + its name
+INPUT_KEY_PREFIX = "in."
+
 
 def peak_rss_mib() -> float:
     """This process's peak resident set so far, in MiB.
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
 
     with np.load(args.inputs, allow_pickle=False) as archive:
-        feeds = {name: archive[name] for name in archive.files}
+        feeds = {key[len(INPUT_KEY_PREFIX):]: archive[key] for key in archive.files}
     rss_before = peak_rss_mib()
     runner = RUNNERS[args.runtime]()
     start = time.perf_counter()

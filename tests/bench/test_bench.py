@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from ember import cli
 from ember.bench import harness, zoo
 from ember.bench.models import BenchError, BenchModel
-from ember.bench.report import Section, busy_note, format_table
+from ember.bench.report import Section, busy_note, format_table, write_json
 from ember.bench.runners import OnnxRuntimeRunner, OpenVinoRunner
 from ember.bench.stats import geomean, max_abs_diff, split_runs, summarize
 
@@ -186,6 +186,11 @@ def test_stats():
     assert s["median_ms"] == pytest.approx(3.0) and s["runs"] == 5
     assert s["p90_ms"] == pytest.approx(7.6) and s["min_ms"] == pytest.approx(1.0)
     assert geomean([2.0, 8.0]) == pytest.approx(4.0) and geomean([]) is None
+
+
+def test_json_is_strict(tmp_path):
+    write_json(tmp_path / "x.json", {"diff": math.inf, "runs": [1.5, math.nan]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"diff": "inf", "runs": [1.5, "nan"]}
 
 
 def test_busy_machines_are_flagged():

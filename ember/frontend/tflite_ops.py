@@ -35,7 +35,11 @@ def converts(*opcodes: str) -> Callable[[Callable[[OpContext], None]], Callable[
 
 # -- shared pieces --------------------------------------------------------------------------
 def activation(ctx: OpContext, y: Value, code: int) -> Value:
-    """The operator's fused activation as its own node (fuse-epilogues folds it back in)."""
+    """The operator's fused activation as its own node (fuse-epilogues folds it back in).
+
+    TANH is applied as the schema says, although the TFLite interpreter's float conv, pool,
+    add and fully-connected kernels only clamp and so ignore it; converters never fuse it there.
+    """
     if code == 0:
         return y
     if code == 1:
@@ -231,7 +235,7 @@ def binary(ctx: OpContext) -> None:
 
 _UNARY = {"LOGISTIC": "Sigmoid", "TANH": "Tanh", "RELU": "Relu", "HARD_SWISH": "HardSwish",
           "EXP": "Exp", "LOG": "Log", "SQRT": "Sqrt", "ABS": "Abs", "NEG": "Neg",
-          "FLOOR": "Floor", "CEIL": "Ceil", "SIN": "Sin", "COS": "Cos", "ELU": "Elu"}
+          "FLOOR": "Floor", "SIN": "Sin", "COS": "Cos"}
 
 
 @converts(*_UNARY)
@@ -277,6 +281,16 @@ def requantize(ctx: OpContext) -> None:
     else:
         raise UnsupportedError(f"{ctx.op.opcode} from {src.type_name} to {out.type_name} "
                                "is not supported")
+
+
+@converts("CAST")
+def cast(ctx: OpContext) -> None:
+    ctx.arity(1)
+    out = ctx.out_tensor()
+    to = dt.from_numpy(out.dtype) if out.dtype is not None else None
+    if to is None:
+        raise UnsupportedError(f"CAST to {out.type_name} is not supported")
+    ctx.bind(ctx.emit("Cast", [ctx.input(0)], to=to.onnx))
 
 
 @converts("SOFTMAX")

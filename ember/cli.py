@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="optimization level, 0 to 3 (default 3)")
 
     c = command("compile", cmd_compile, "compile an ONNX model into a directory", COMPILE_EXAMPLES)
-    c.add_argument("model", help="the .onnx file")
+    c.add_argument("model", help="the .onnx or .tflite file")
     c.add_argument("-o", "--output", metavar="DIR",
                    help="output directory (default: ./MODEL.ember, which must not exist yet)")
     shapes_and_opt(c)
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     passes = "\n".join(f"  {name}" for name in pass_names(3))
     i = command("inspect", cmd_inspect, "show the graph, per-node costs and the memory plan",
                 f"{INSPECT_EXAMPLES}\n\npasses, in pipeline order (for --after):\n{passes}\n")
-    i.add_argument("model", help="the .onnx file")
+    i.add_argument("model", help="the .onnx or .tflite file")
     i.add_argument("--after", metavar="PASS", choices=pass_names(3),
                    help="stop the pass pipeline after PASS (listed below); default: run it all")
     shapes_and_opt(i)

@@ -21,7 +21,8 @@ import numpy as np
 
 from ember.errors import EmberError, GraphError, ModelFormatError, ShapeError, UnsupportedError
 from ember.frontend.onnx import check_dims, infer_types, schema_defaults
-from ember.frontend.tflite_reader import TflModel, TflOperator, TflTensor, is_tflite, read_model
+from ember.frontend.tflite_reader import (TflModel, TflOperator, TflTensor, default_options,
+                                          is_tflite, read_model)
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value
 from ember.ops.registry import get_op
@@ -225,7 +226,9 @@ class OpContext:
         return [int(i) for i in array.reshape(-1)]
 
     def options(self, kind: str) -> dict[str, Any]:
-        if self.op.options_type not in (kind, "NONE"):
+        if self.op.options_type == "NONE":
+            return default_options(kind)
+        if self.op.options_type != kind:
             raise ModelFormatError(f"has options of type {self.op.options_type}; "
                                    f"{self.op.opcode} takes {kind}")
         return self.op.options

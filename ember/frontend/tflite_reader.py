@@ -223,17 +223,24 @@ _SKIP = ("Init", "GetRootAs")
 
 def read_options(op: "tflite.Operator") -> tuple[str, dict[str, Any]]:
     """The operator's builtin options as {FieldName: value}: every scalar field, and vectors
-    as lists. Absent options read as the schema's defaults, as the TFLite runtime does."""
+    as lists."""
     kind = _OPTION_NAMES.get(op.BuiltinOptionsType(), "NONE")
+    table = op.BuiltinOptions()
+    return kind, _fields(kind, table.Bytes, table.Pos) if table is not None else {}
+
+
+def default_options(kind: str) -> dict[str, Any]:
+    """The fields of an absent options table: the schema's defaults, as the runtime reads them."""
+    return _fields(kind, _EMPTY_TABLE, flatbuffers.encode.Get(flatbuffers.packer.uoffset,
+                                                              _EMPTY_TABLE, 0))
+
+
+def _fields(kind: str, data: bytes, pos: int) -> dict[str, Any]:
     cls = getattr(tflite, kind, None)
     if cls is None:
-        return kind, {}
-    table = op.BuiltinOptions()
+        return {}
     obj = cls()
-    if table is None:
-        obj.Init(_EMPTY_TABLE, flatbuffers.encode.Get(flatbuffers.packer.uoffset, _EMPTY_TABLE, 0))
-    else:
-        obj.Init(table.Bytes, table.Pos)
+    obj.Init(data, pos)
     options: dict[str, Any] = {}
     for name, method in inspect.getmembers(cls, inspect.isfunction):
         if name.startswith(_SKIP) or name.endswith(("Length", "IsNone", "AsNumpy")):
@@ -243,7 +250,7 @@ def read_options(op: "tflite.Operator") -> tuple[str, dict[str, Any]]:
             options[name] = [] if isinstance(array, int) else array.tolist()
         elif len(inspect.signature(method).parameters) == 1:
             options[name] = getattr(obj, name)()
-    return kind, options
+    return options
 
 
 def _empty_table() -> bytes:

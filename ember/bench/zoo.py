@@ -140,4 +140,5 @@ def main(argv: Sequence[str] | None = None,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ember.bench.gemm import section as gemm_section
+    sys.exit(main(sections=[gemm_section]))

@@ -7,8 +7,9 @@ packed block by block while the kernel runs: a strided matrix (`Strided`; transp
 its strides) or, for B, the implicit im2col matrix of a 2-D convolution (`Im2col`). Loops,
 outermost first: the thread's work item (batch entry x part of M x part of N), jc over N in nc
 columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A), jr and ir over the
-micro-tiles. A micro-tile's sum lands in a small aligned `tile`; on the last K slice each
-element goes out through `final`, which applies the op's epilogue (bias, activation, residual).
+micro-tiles. A micro-tile accumulates in out (a ragged edge one through a small `tile`); after
+the last K slice each element goes through `final`, which applies the op's epilogue (bias,
+activation, residual) while the tile is still in L1.
 """
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     return padded.reshape(k, -1, nr).transpose(1, 0, 2).reshape(-1).copy()
 
 
-def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
-    """Write the loop nest computing `g` into ctx.w (see the module docstring)."""
+def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) -> None:
+    """Write the loop nest computing `g` into ctx.w (see the module docstring). With `final`
+    None, the sums are the result (no epilogue, bias or scaling)."""
     w: CWriter = ctx.w
     ctx.require(f"sgemm{t.mr}x{t.nr}", gemm_support_c(t))
     items = math.prod(e for _, e in g.batch) * t.m_parts * t.n_parts
@@ -119,7 +121,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
                f"n0 = item % {t.n_parts} * {n_part};")
         w.line(f"const int64_t m1 = m0 + {m_part} < {g.m} ? m0 + {m_part} : {g.m}, "
                f"n1 = n0 + {n_part} < {g.n} ? n0 + {n_part} : {g.n};")
-        w.line(f"float *restrict outp = {g.out};")
+        w.line(f"float *outp = {g.out};      /* not restrict: final() stores through out0 */")
         with w.block(f"for (int64_t jc = n0; jc < n1; jc += {t.nc})"):
             w.line(f"const int64_t nc = n1 - jc < {t.nc} ? n1 - jc : {t.nc};")
             with w.block(f"for (int64_t pc = 0; pc < {g.k}; pc += {t.kc})"):
@@ -136,8 +138,9 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
                             slice_at = " + pc*mr" if isinstance(g.a, PackedConst) else ""
                             w.line(f"const float *restrict aq = ap + ir / {t.mr} * {a_stride}"
                                    f"{slice_at};")
-                            _emit_microkernel_call(w, g.m, t)
-                            _emit_combine(w, g, t, final)
+                            _emit_microkernel_call(w, g, t)
+                            if final is not None:
+                                _emit_final(w, g, t, final)
 
 
 def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
@@ -165,32 +168,36 @@ def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
     return f"kc*{t.mr}"
 
 
-def _emit_microkernel_call(w: CWriter, m: int, t: GemmTiles) -> None:
-    """Only the last panel of M can be short (parts and blocks are whole panels)."""
-    full = f"ember_sgemm_ukr{t.mr}_{t.nr}(kc, aq, bq, tile);"
-    if m % t.mr == 0:
-        w.line(full)
-    else:
-        w.line(f"if (mr == {t.mr}) {full}")
-        w.line(f"else ember_sgemm_ukr{m % t.mr}_{t.nr}(kc, aq, bq, tile);")
+def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
+    """A full-width micro-tile accumulates straight into out; a ragged one (nr < NR) goes
+    through `tile`. Only the last panel of M can be short (parts and blocks are whole panels)."""
+    def call(c: str, ldc: str, accumulate: str) -> None:
+        full = f"ember_sgemm_ukr{t.mr}_{t.nr}(kc, aq, bq, {c}, {ldc}, {accumulate});"
+        if g.m % t.mr == 0:
+            w.line(full)
+        else:
+            w.line(f"if (mr == {t.mr}) {full}")
+            w.line(f"else ember_sgemm_ukr{g.m % t.mr}_{t.nr}(kc, aq, bq, {c}, {ldc}, {accumulate});")
 
-
-def _emit_combine(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
-    """Fold the tile into out: partial sums stay in out until the last K slice, which goes
-    through `final` (the epilogue)."""
-    loops = (f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < nr; ++c)")
-    at = f"outp[(ic + ir + r)*{g.ldc} + jc + jr + c]"
-    tile = f"tile[r*{t.nr} + c]"
-
-    def final_loop(value: str) -> None:
-        with w.block(loops):
-            w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
-            final("i", "j", value)
-
-    if g.k <= t.kc:                      # one slice of K: the tile is the whole sum
-        final_loop(tile)
-        return
-    with w.block(f"if (pc + kc < {g.k})"):
-        w.line(f"{loops} {at} = (pc ? {at} : 0.0f) + {tile};")
+    with w.block(f"if (nr == {t.nr})"):
+        call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0")
     with w.block("else"):
-        final_loop(f"({at} + {tile})")
+        call("tile", f"{t.nr}", "0")
+        w.line(f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < nr; ++c) "
+               f"{_AT} = (pc ? {_AT} : 0.0f) + tile[r*{t.nr} + c];".replace("LDC", f"{g.ldc}"))
+
+
+#: out[i, j] of the current micro-tile's element (r, c)
+_AT = "outp[(ic + ir + r)*LDC + jc + jr + c]"
+
+
+def _emit_final(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
+    """After the last K slice, every element of the finished micro-tile goes through `final`
+    (a constant-width loop for full tiles, so the epilogue vectorizes)."""
+    at = _AT.replace("LDC", f"{g.ldc}")
+    with w.block(f"if (pc + kc == {g.k})"):
+        for bound, cond in ((f"{t.nr}", f"if (nr == {t.nr})"), ("nr", "else")):
+            with w.block(cond):
+                with w.block(f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < {bound}; ++c)"):
+                    w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
+                    final("i", "j", at)

@@ -20,8 +20,8 @@ def gemm_support_c(t: GemmTiles) -> str:
     lanes = t.lanes
     splat = "{" + ", ".join(["s"] * lanes) + "}"
     ukrs = "\n".join(f"static void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
-                     f"const float *restrict b, float *restrict tile) "
-                     f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, tile); }}"
+                     f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
+                     f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, c, ldc, accumulate); }}"
                      for mr in range(1, t.mr + 1))
     return f"""
 typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
@@ -29,14 +29,18 @@ typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
  * the arena may sit at any 4-byte offset of the caller's allocation) */
 typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
 
-/* tile[0:mr][0:NR] = sum over k of a[k][0:mr] (x) b[k][0:NR]  (a, b packed, tile aligned).
- * Always inlined with a constant mr, so the loops unroll and the 2*mr accumulators stay in
- * registers. */
+/* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
+ * (a, b packed). Always inlined with a constant mr, so the loops unroll and the 2*mr
+ * accumulators stay in registers. */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, const float *restrict b,
-        float *restrict tile) {{
+        float *restrict c, int64_t ldc, int accumulate) {{
     ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
-    for (int r = 0; r < mr; ++r) {{ c0[r] = (ember_f32v{lanes}){{0}}; c1[r] = c0[r]; }}
+    for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
+        c0[r] = (ember_f32v{lanes}){{0}};  /* up the first multiply-adds; fetch it meanwhile */
+        c1[r] = c0[r];
+        __builtin_prefetch(c + r*ldc, 1);
+    }}
     for (int64_t k = 0; k < kc; ++k) {{
         const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)(b + k*{t.nr});
         const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(b + k*{t.nr} + {lanes});
@@ -48,8 +52,9 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         }}
     }}
     for (int r = 0; r < mr; ++r) {{
-        *(ember_f32v{lanes} *)(tile + r*{t.nr}) = c0[r];
-        *(ember_f32v{lanes} *)(tile + r*{t.nr} + {lanes}) = c1[r];
+        ember_f32v{lanes}u *row = (ember_f32v{lanes}u *)(c + r*ldc);
+        row[0] = accumulate ? row[0] + c0[r] : c0[r];
+        row[1] = accumulate ? row[1] + c1[r] : c1[r];
     }}
 }}
 {ukrs}

@@ -80,4 +80,4 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
             ctx.w.line(f"const int64_t o0 = {j} / {ow}, o1 = {j} % {ow};")
         ctx.store(["n", "mo"] + sp, at, value + bias)
 
-    emit_blocked_gemm(ctx, gemm, t, final)
+    emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)

@@ -150,7 +150,8 @@ def emit_packed_gemm(ctx, p: GemmProblem, constants: tuple) -> None:
         index = bv + [i] * p.keep_m + [j] * p.keep_n
         ctx.store(index, offset_expr(index, strides(p.out_shape)), _final_value(p, bv, value))
 
-    emit_blocked_gemm(ctx, gemm, t, final)
+    plain = ctx.epilogue is None and p.alpha == 1 and (p.c is None or p.beta == 0)
+    emit_blocked_gemm(ctx, gemm, t, None if plain else final)
 
 
 def _plus(a: str, b: str) -> str:

@@ -88,7 +88,8 @@ def write_results(document: dict[str, Any], out_dir: Path) -> None:
     line = {"date": document["machine"]["date"], "commit": git.get("commit"),
             "dirty": git.get("dirty"), **document["settings"],
             "geomean_ember_vs_ort": document["summary"]["geomean_vs_ort"].get("ember", {}),
-            "worst_ember_vs_ort": document["summary"]["worst_ember_vs_ort"]}
+            "worst_ember_vs_ort": document["summary"]["worst_ember_vs_ort"],
+            "failed": [f"{e['model']}@{e['threads']}" for e in document["entries"] if "error" in e]}
     with open(out_dir / "history.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 

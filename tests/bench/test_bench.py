@@ -170,7 +170,8 @@ def test_zoo_driver_writes_json_markdown_and_history(tmp_path, capsys):
     assert "## GEMM throughput" in md and "| size | GFLOP/s |" in md
     assert md in capsys.readouterr().out
     history = (tmp_path / "history.jsonl").read_text().splitlines()
-    assert len(history) == 1 and json.loads(history[0])["geomean_ember_vs_ort"]["1"] > 0
+    line = json.loads(history[0])
+    assert len(history) == 1 and line["geomean_ember_vs_ort"]["1"] > 0 and line["failed"] == []
 
 
 def test_zoo_driver_rejects_unknown_models(capsys):

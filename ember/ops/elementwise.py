@@ -16,6 +16,7 @@ from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
 from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.vecmath import FLOAT32_FUNCTIONS
 from ember.render.cwriter import CWriter, c_literal
 
 # An expression builder gets the operand C expressions (simple variables), the operand dtypes,
@@ -24,8 +25,9 @@ Expr = Callable[[list[str], list[DType], DType, dict[str, Any]], str]
 
 
 def _math(fn: str, ctype: str) -> str:
-    """libm function name for the C type: expf for float, exp for double."""
-    return fn + "f" if ctype == "float" else fn
+    """libm function name for the C type: expf for float, exp for double; float exp, log,
+    log1p, erf and tanh use the vectorizable versions of ops/vecmath.py instead."""
+    return FLOAT32_FUNCTIONS.get(fn, fn + "f") if ctype == "float" else fn
 
 
 def _lit(value: float, t: DType) -> str:
@@ -170,6 +172,12 @@ def _gelu(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> s
     return f"(({T})0.5 * {x} * (({T})1 + {m.erf}({x} * ({T})0.7071067811865476)))"
 
 
+def _sigmoid(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> str:
+    if out.c == "float":
+        return f"ember_sigmoidf({a[0]})"      # ops/vecmath.py: no overflow for x << 0
+    return f"(({out.c})1 / (({out.c})1 + exp(-{a[0]})))"
+
+
 def _isinf(a: list[str], ts: list[DType], out: DType, attrs: dict[str, Any]) -> str:
     x = a[0]
     pos, neg = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
@@ -246,7 +254,7 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "Selu": ScalarOp(_float_unary(
         "({x} <= 0 ? {a.gamma} * ({a.alpha} * {m.exp}({x}) - {a.alpha}) : {a.gamma} * {x})"), _F),
     "ThresholdedRelu": ScalarOp(_float_unary("({x} > {a.alpha} ? {x} : ({T})0)"), _F),
-    "Sigmoid": ScalarOp(_float_unary("(({T})1 / (({T})1 + {m.exp}(-{x})))"), _F),
+    "Sigmoid": ScalarOp(_sigmoid, _F),
     "HardSigmoid": ScalarOp(_float_unary(
         "{m.fmax}(({T})0, {m.fmin}(({T})1, {a.alpha} * {x} + {a.beta}))"), _F),
     "HardSwish": ScalarOp(_float_unary(

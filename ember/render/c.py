@@ -12,6 +12,7 @@ from __future__ import annotations
 from ember.graph.ir import Value
 from ember.lower.kernel import Kernel
 from ember.lower.to_kernels import LoweredModel
+from ember.ops.vecmath import VECMATH_C
 from ember.render.cwriter import CWriter, c_comment
 
 PRELUDE = r"""
@@ -39,6 +40,7 @@ def render_model(model: LoweredModel, version: str) -> str:
     w.line(f" * arena: {model.arena_bytes} bytes, weights: {len(model.weights)} bytes,")
     w.line(f" * kernels: {len(model.kernels)}. */")
     w.lines(PRELUDE)
+    w.lines(VECMATH_C)
     w.line()
     w.line("static const uint8_t *ember_weights;")
     w.line()

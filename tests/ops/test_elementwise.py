@@ -97,3 +97,86 @@ def test_float16(op, rng):
     b = rng.standard_normal((7,)).astype(np.float16)
     feeds = {"a": a} if op in ("Relu", "Sigmoid") else {"a": a, "b": b}
     check_node(op, feeds, rtol=2e-3, atol=1e-3)
+
+
+# -- float32 vector math (ops/vecmath.py) against float64 numpy, in ulps ------------------------
+
+def _erf64(x):
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+#: op -> (float64 reference, ulps allowed): the C functions measure within 3 ulps (docstring)
+VECMATH_REF = {
+    "Exp": (np.exp, 2), "Log": (np.log, 2), "Tanh": (np.tanh, 2), "Erf": (_erf64, 4),
+    "Sigmoid": (lambda x: 1 / (1 + np.exp(-x)), 4), "Softplus": (lambda x: np.logaddexp(0, x), 4),
+}
+EDGES = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-40, -3e-39,
+                  1.1754944e-38, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5, 0.625, -0.625, 0.921875,
+                  -0.921875, 1, -1, 3.9, 4, -4.5, 9.5, 10, 20, -20, 80, 87.3, 88.72283,
+                  88.722839, 88.73, 100, -87.3, -88, -100, -103.9, -103.97, -104, -110, -1e4,
+                  1e4, 3.4e38, -3.4e38], np.float32)
+
+
+def _run(op, x, opset=18, attrs=None, threads=1):
+    import ember
+    from conftest import make_model
+    from onnx import helper
+    model = make_model([helper.make_node(op, ["x"], ["y"], **(attrs or {}))], {"x": x}, ["y"],
+                       opset=opset)
+    return ember.compile(model, threads=threads).run({"x": x})["y"]
+
+
+def _assert_ulps(got, want, ulps):
+    """NaN where the reference is NaN, infinities and zero signs equal, finite values within
+    `ulps` units in the last place (denormals count on the same integer scale)."""
+    with np.errstate(over="ignore"):
+        want = want.astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    fin = ~np.isnan(want)
+    np.testing.assert_array_equal(np.isinf(got[fin]), np.isinf(want[fin]))
+    zero = fin & (want == 0)
+    np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]))
+
+    def ordered(a):     # float bits as integers ordered like the floats
+        i = a.view(np.int32).astype(np.int64)
+        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+    dist = np.abs(ordered(got[fin]) - ordered(want[fin]))
+    assert dist.max(initial=0) <= ulps, (got[fin][dist.argmax()], want[fin][dist.argmax()])
+
+
+@pytest.mark.parametrize("op", list(VECMATH_REF))
+def test_vecmath_edges(op):
+    ref, ulps = VECMATH_REF[op]
+    x = EDGES
+    with np.errstate(all="ignore"):
+        want = ref(x.astype(np.float64))
+    _assert_ulps(_run(op, x), want, ulps)
+
+
+@pytest.mark.parametrize("op", list(VECMATH_REF))
+def test_vecmath_ranges(op, rng):
+    """Uniform on [-30, 30] and log-uniform magnitudes over the whole float range."""
+    ref, ulps = VECMATH_REF[op]
+    mags = np.exp(rng.uniform(np.log(1e-44), np.log(3e38), 3000))
+    x = np.concatenate([rng.uniform(-30, 30, 3001), mags * rng.choice([-1, 1], mags.size)])
+    x = x.astype(np.float32)
+    with np.errstate(all="ignore"):
+        want = ref(x.astype(np.float64))
+    _assert_ulps(_run(op, x), want, ulps)
+
+
+@pytest.mark.parametrize("op,attrs", [("Elu", {"alpha": 0.7}), ("Selu", {}), ("Celu", {"alpha": 2.0}),
+                                      ("Mish", {}), ("Softplus", {}), ("Sigmoid", {}), ("Tanh", {}),
+                                      ("Erf", {}), ("Exp", {})])
+def test_vecmath_activations_wide(op, attrs, rng):
+    x = np.concatenate([rng.uniform(-25, 25, 517), EDGES[2:4], [0.0, -0.0]]).astype(np.float32)
+    if op == "Exp":
+        x = np.clip(x, -80, 80)
+    check_node(op, {"x": x}, attrs, opset=18)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_wide(approximate, rng):
+    x = np.concatenate([rng.uniform(-12, 12, 1001), [np.inf, -np.inf, np.nan, 0, -0.0]])
+    check_node("Gelu", {"x": x.astype(np.float32)}, {"approximate": approximate}, opset=20)

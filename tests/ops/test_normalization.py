@@ -186,3 +186,66 @@ def test_mvn_opset1(across, variance, rng):
     x = normal((2, 3, 2, 4), rng)
     check_node("MeanVarianceNormalization", {"x": x},
                {"across_channels": across, "normalize_variance": variance}, opset=7)
+
+
+# -- vectorized rows (ops/vecmath.py helpers), split over threads --------------------------------
+
+def _check_threads(op, inputs, attrs, initializers=None, threads=2, n_outputs=1, opset=17):
+    """check_node, compiled with `threads` threads."""
+    import ember
+    from conftest import make_model, run_ort
+    from onnx import helper
+    names = list(inputs) + list(initializers or {})
+    outs = [f"y{k}" for k in range(n_outputs)]
+    model = make_model([helper.make_node(op, names, outs, **attrs)], inputs, outs, initializers,
+                       opset)
+    got = ember.compile(model, threads=threads).run(inputs)
+    for name, want in zip(outs, run_ort(model, inputs)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("n", [1, 7, 15, 16, 17, 33, 128, 1001])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_row_lengths(op, n, threads, rng):
+    _check_threads(op, {"x": normal((5, n), rng) * 5}, {"axis": -1}, threads=threads, opset=13)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_nan_inf_in_vector_part(op, rng):
+    """NaN / +-inf in the 16-wide part and in the tail of 37-long rows; a row of -inf."""
+    x = normal((6, 37), rng)
+    x[0, 3], x[1, 35], x[2, 5], x[3, 36], x[4, 20] = np.nan, np.nan, np.inf, np.inf, -np.inf
+    x[5] = -np.inf
+    check_node(op, {"x": x}, {"axis": -1}, opset=13)
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 384, 1001])
+def test_layer_norm_rows_threads(n, rng):
+    x = normal((3, 4, n), rng) * 2 + 3
+    _check_threads("LayerNormalization", {"x": x}, {"axis": -1, "epsilon": 1e-12},
+                   {"s": normal((n,), rng), "b": normal((n,), rng)}, n_outputs=3)
+
+
+def test_layer_norm_large_mean(rng):
+    """Two-pass double statistics: a large offset does not swamp the variance. Checked
+    against float64 numpy: onnxruntime's single-pass float statistics are off here."""
+    import ember
+    from conftest import make_model
+    from onnx import helper
+    x = (normal((4, 384), rng) * 0.01 + 1000).astype(np.float32)
+    s = normal((384,), rng)
+    model = make_model([helper.make_node("LayerNormalization", ["x", "s"], ["y"])], {"x": x},
+                       ["y"], {"s": s})
+    got = ember.compile(model).run({"x": x})["y"]
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5) * s
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_instance_group_norm_threads(rng):
+    x = normal((2, 6, 5, 7), rng)
+    _check_threads("InstanceNormalization", {"x": x}, {},
+                   {"s": normal((6,), rng), "b": normal((6,), rng)})
+    _check_threads("GroupNormalization", {"x": x}, {"num_groups": 3},
+                   {"s": normal((6,), rng), "b": normal((6,), rng)}, opset=21)

@@ -172,10 +172,9 @@ class _Converter:
         except UnsupportedError as e:
             self.problem(e.message if e.message == QUANTIZED else f"{where}: {e.message}")
         except EmberError as e:
-            if e.node is None:     # an Ember op's own error already names its node
-                e.node, e.op = f"operator {op.index}", op.opcode
-                e.args = (e._render(),)
-            raise
+            if e.node is not None:
+                raise
+            raise type(e)(e.message, node=f"operator {op.index}", op=op.opcode) from None
         self.nodes[len(self.nodes) - ctx.emitted:] = []   # drop a half-converted operator
         self.unknown.update(op.outputs)
 

@@ -20,6 +20,9 @@ from ember.lower.indexing import offset_expr, strides
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr, linear,
                               parallel_for, sliding_window, spatial_rank, transposed_window)
+from ember.ops.window_plane import (LANES, VEC, Fold, PlaneWindow, emit_vector_types,
+                                    emit_window_rows, plane_loop, plane_window, splat,
+                                    vector_max)
 from ember.render.cwriter import c_float, c_literal
 
 
@@ -119,8 +122,18 @@ class Pool(OpDef):
 
     def lower(self, node: Node, ctx) -> None:
         shape, win = pool_window(node)
-        emit_pool(ctx, shape, win, _reduction(node),
-                  counts_pad=bool(node.attrs.get("count_include_pad", 0)),
+        counts_pad = bool(node.attrs.get("count_include_pad", 0))
+        if node.inputs[0].type.dtype == dt.F32 and len(ctx.outs) == 1:
+            # float32 Max/Average pools without indices: the vectorized kernels
+            if node.op in ("GlobalMaxPool", "GlobalAveragePool"):
+                emit_global_pool(ctx, shape, node.op == "GlobalMaxPool")
+                return
+            pw = plane_window(shape[2:], win)
+            average = node.op == "AveragePool" and all(d == 1 for d in win.dilations)
+            if pw is not None and (node.op == "MaxPool" or average):
+                emit_plane_pool(ctx, shape, pw, node.op == "MaxPool", counts_pad)
+                return
+        emit_pool(ctx, shape, win, _reduction(node), counts_pad=counts_pad,
                   column_major=bool(node.attrs.get("storage_order", 0)))
 
 
@@ -172,6 +185,78 @@ def emit_pool(ctx, shape: tuple[int, ...], win: Window, red: Reduction, counts_p
         w.line(f"{ctx.outs[0]}[{flat}] = {red.result};")
         if len(ctx.outs) > 1:
             w.line(f"{ctx.outs[1]}[{flat}] = best < 0 ? -1 : nc * {in_plane} + best;")
+
+
+_LOWEST_F32 = c_literal(np.finfo(np.float32).min, dt.F32)
+
+
+def emit_plane_pool(ctx, shape: tuple[int, ...], pw: PlaneWindow, is_max: bool,
+                    counts_pad: bool) -> None:
+    """A float32 MaxPool or AveragePool (dilation 1) on the vectorized plane kernel.
+
+    Max pads with the lowest float, which never wins, and skips NaN taps as `_max` does;
+    Average pads with 0 and divides by the taps inside the input (or the padded input, with
+    count_include_pad): a row count times a column count, from a table made per plane."""
+    w, win = ctx.w, pw.win
+    planes, out_plane = shape[0] * shape[1], pw.out_h * pw.out_w
+    if planes * out_plane == 0:
+        return
+    pad = _LOWEST_F32 if is_max else "0.0f"
+    with plane_loop(ctx, pw, planes, pad, extra=0 if is_max else pw.out_w):
+        out = f"{ctx.outs[0]}[nc * {out_plane} + {{}}]"
+        if is_max:
+            lowest = splat(_LOWEST_F32)
+            fold = Fold((lowest, lowest), "{acc} = " + vector_max("{x}", "{acc}") + ";",
+                        vector_max("{a}", "{b}"))
+            emit_window_rows(w, pw, "padded", "acc", fold,
+                             lambda value, at: w.line(f"{out.format(at)} = {value};"))
+            return
+        # window of output o on an axis: padded positions [o*s, o*s + k), of which those in
+        # [lo, hi) count
+        (ph, pww), (eh, ew) = win.pads_begin, win.pads_end
+        bounds = [(0, pw.in_h + ph + eh), (0, pw.in_w + pww + ew)] if counts_pad else \
+            [(ph, ph + pw.in_h), (pww, pww + pw.in_w)]
+
+        def count(o: str, axis: int) -> str:
+            start, k = f"{o} * {win.strides[axis]}", win.kernel[axis]
+            lo, hi = bounds[axis]
+            return (f"(float)(({start} + {k} < {hi} ? {start} + {k} : {hi}) - "
+                    f"({start} > {lo} ? {start} : {lo}))")
+
+        with w.block(f"for (int64_t ow = 0; ow < {pw.out_w}; ++ow)"):
+            w.line(f"extra[ow] = {count('ow', 1)};")
+        zero = splat("0.0f")
+        emit_window_rows(w, pw, "padded", "acc", Fold((zero, zero), "{acc} += {x};", "{a} + {b}"),
+                         lambda value, at: w.line(f"{out.format(at)} = {value} / (rows * extra[ow]);"),
+                         row_prologue=lambda: w.line(f"const float rows = {count('oh', 0)};"))
+
+
+def emit_global_pool(ctx, shape: tuple[int, ...], is_max: bool) -> None:
+    """GlobalMaxPool / GlobalAveragePool in float32: each plane is a contiguous run, folded
+    by two vector partials (whole vectors), then their lanes and the leftover elements."""
+    w = ctx.w
+    planes, size = shape[0] * shape[1], math.prod(shape[2:])
+    if planes == 0:
+        return
+    init = _LOWEST_F32 if is_max else "0.0f"
+    step = "{a} = " + (vector_max("{x}", "{a}") if is_max else "{a} + {x}") + ";"
+    scalar = "r = {x} > r ? {x} : r;" if is_max else "r += {x};"
+    emit_vector_types(w)
+    parallel_for(w, ctx.schedule.threads, planes)
+    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
+        w.line(f"const float *restrict xp = {ctx.ins[0]} + nc * {size};")
+        w.line(f"{VEC} s0 = {splat(init)}, s1 = s0;")
+        with w.block(f"for (int64_t i = 0; i < {size // (2 * LANES) * 2 * LANES}; "
+                     f"i += {2 * LANES})"):
+            for k in range(2):
+                w.line(step.format(a=f"s{k}", x=f"*(const {VEC} *)(xp + i + {k * LANES})"))
+        w.line(step.format(a="s0", x="s1"))
+        w.line(f"float r = {init};")
+        with w.block(f"for (int l = 0; l < {LANES}; ++l)"):
+            w.line(scalar.format(x="s0[l]"))
+        with w.block(f"for (int64_t i = {size // (2 * LANES) * 2 * LANES}; i < {size}; ++i)"):
+            w.line(scalar.format(x="xp[i]"))
+        w.line(f"{ctx.outs[0]}[nc] = {'r' if is_max else f'r / (float){size}'};")
 
 
 @register_op("MaxUnpool")

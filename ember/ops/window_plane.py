@@ -136,29 +136,33 @@ def plane_loop(ctx, pw: PlaneWindow, planes: int, pad: str, extra: int = 0) -> I
 def emit_padded_copy(w: CWriter, pw: PlaneWindow, src: str, dst: str, pad: str) -> None:
     """Copy the plane at `src` into the phase-split layout at `dst`, padding with `pad`."""
     (sh, sw), (pt, pl) = pw.win.strides, pw.win.pads_begin
-    plane = pw.rows * pw.pitch
-    with w.block(f"for (int64_t rr = 0; rr < {pw.rows * sh}; ++rr)"):
-        # padded row rr lands in row phase rr % sh, at row rr / sh of that phase plane
-        at = (f"rr * {pw.pitch}" if sh == 1 else
-              f"(rr % {sh}) * {sw * plane} + (rr / {sh}) * {pw.pitch}")
-        w.line(f"float *restrict d = {dst} + {at};")
-        w.line(f"const int64_t i = rr - {pt};")
-        columns = [f"d + {c * plane}" if c else "d" for c in range(sw)]
-        with w.block(f"if (i < 0 || i >= {pw.in_h})"):
-            for d in columns:
-                _fill(w, d, 0, pw.pitch, pad)
-            w.line("continue;")
-        w.line(f"const float *restrict s = {src} + i * {pw.in_w};")
-        for c, d in enumerate(columns):
-            # column j of phase c is padded column j*sw + c, input column j*sw + c - pl
-            lo = min(pw.pitch, max(0, -(-(pl - c) // sw)))
-            hi = max(lo, min(pw.pitch, -(-(pw.in_w + pl - c) // sw)))
-            _fill(w, d, 0, lo, pad)
-            if hi > lo:
-                _copy(w, d, lo, hi, sw, c - pl)
-            _fill(w, d, hi, pw.pitch, pad)
-    end = pw.phases * plane
-    _fill(w, dst, end, pw.padded_floats, pad)
+    plane, total = pw.rows * pw.pitch, pw.rows * sh
+    # padded rows [0, top) and [bottom, total) are padding, the rows between hold input rows
+    top, bottom = min(pt, total), max(min(pt, total), min(pt + pw.in_h, total))
+    for lo, hi, copies in ((0, top, False), (top, bottom, True), (bottom, total, False)):
+        if hi <= lo:
+            continue
+        with w.block(f"for (int64_t rr = {lo}; rr < {hi}; ++rr)"):
+            # padded row rr lands in row phase rr % sh, at row rr / sh of that phase plane
+            at = (f"rr * {pw.pitch}" if sh == 1 else
+                  f"(rr % {sh}) * {sw * plane} + (rr / {sh}) * {pw.pitch}")
+            w.line(f"float *restrict d = {dst} + {at};")
+            columns = [f"d + {c * plane}" if c else "d" for c in range(sw)]
+            if not copies:
+                for d in columns:
+                    _fill(w, d, 0, pw.pitch, pad)
+                continue
+            row = f"(rr - {pt})" if pt else "rr"
+            w.line(f"const float *restrict s = {src} + {row} * {pw.in_w};")
+            for c, d in enumerate(columns):
+                # column j of phase c is padded column j*sw + c, input column j*sw + c - pl
+                lo_j = min(pw.pitch, max(0, -(-(pl - c) // sw)))
+                hi_j = max(lo_j, min(pw.pitch, -(-(pw.in_w + pl - c) // sw)))
+                _fill(w, d, 0, lo_j, pad)
+                if hi_j > lo_j:
+                    _copy(w, d, lo_j, hi_j, sw, c - pl)
+                _fill(w, d, hi_j, pw.pitch, pad)
+    _fill(w, dst, pw.phases * plane, pw.padded_floats, pad)
 
 
 def _fill(w: CWriter, dst: str, lo: int, hi: int, value: str) -> None:

@@ -138,3 +138,45 @@ def test_depthwise_float64_keeps_generic_kernel(rng):
     assert VECTOR_TYPE not in got.source
     check_node("Conv", {"x": x}, {"group": 3}, initializers={"w": w}, oracle="reference",
                rtol=1e-10, atol=1e-12)
+
+
+def sweep_geometries(rng, count, pads_below_kernel=False):
+    """Random small 2-D window geometries: (x shape, kernel, attrs) with an output of >= 1."""
+    out = []
+    while len(out) < count:
+        h, w = rng.integers(1, 13, 2)
+        k = rng.integers(1, 6, 2)
+        s = rng.integers(1, 4, 2)
+        d = rng.integers(1, 3, 2)
+        pads = rng.integers(0, 4, 4)
+        if pads_below_kernel:        # as the pools require
+            pads = np.minimum(pads, np.concatenate([k, k]) - 1)
+        ext = (k - 1) * d + 1
+        if np.any(np.array([h, w]) + pads[:2] + pads[2:] < ext):
+            continue
+        out.append(((1, int(rng.integers(1, 4)), int(h), int(w)), tuple(int(v) for v in k),
+                    {"strides": s.tolist(), "dilations": d.tolist(), "pads": pads.tolist()}))
+    return out
+
+
+def check_sweep(nodes, feeds, inits):
+    """Compile the nodes (each on its own input) as one model; compare every output with ORT."""
+    model = make_model(nodes, feeds, [n.output[0] for n in nodes], inits)
+    compiled = ember.compile(model)
+    assert compiled.source.count(VECTOR_TYPE) >= len(nodes)
+    got = compiled.run(feeds)
+    for node, want in zip(nodes, run_ort(model, feeds)):
+        np.testing.assert_allclose(got[node.output[0]], want, rtol=1e-4, atol=1e-5,
+                                   err_msg=str(node))
+
+
+def test_depthwise_sweep(rng):
+    """Random geometries in one model (one compile): plane sizes, strides, dilations, pads."""
+    nodes, feeds, inits = [], {}, {}
+    for k, (x_shape, kernel, attrs) in enumerate(sweep_geometries(rng, 16)):
+        feeds[f"x{k}"] = rng.standard_normal(x_shape).astype(np.float32)
+        inits[f"w{k}"] = rng.standard_normal((x_shape[1], 1) + kernel).astype(np.float32)
+        inits[f"b{k}"] = rng.standard_normal(x_shape[1]).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [f"x{k}", f"w{k}", f"b{k}"], [f"y{k}"],
+                                      group=x_shape[1], **attrs))
+    check_sweep(nodes, feeds, inits)

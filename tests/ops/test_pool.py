@@ -4,7 +4,7 @@ import pytest
 from onnx import helper
 
 import ember
-from conftest import check_model, check_node, make_model
+from conftest import check_model, check_node, make_model, run_ort
 from ember.errors import EmberError
 
 WINDOWS = [
@@ -174,3 +174,99 @@ def test_pool_rejects_integer_average(rng):
 ])
 def test_pool_old_opsets(op, attrs, opset, rng):
     check_node(op, {"x": _x(rng, (1, 2, 5, 6))}, attrs, opset=opset)
+
+
+# The float32 vectorized kernels (ember/ops/window_plane.py, emit_global_pool): MaxPool without
+# indices, AveragePool, the Global pools. Their generated C declares the vector type.
+def _check_fast(op, x, attrs=None, fast=True, threads=1, want=None, opset=17):
+    """Compile one pool node, check which kernel it got, compare with `want` (default ORT)."""
+    model = make_model([helper.make_node(op, ["x"], ["y"], **(attrs or {}))], {"x": x}, ["y"],
+                       opset=opset)
+    compiled = ember.compile(model, threads=threads)
+    assert ("ember_vf" in compiled.source) == fast
+    got = compiled.run({"x": x})["y"]
+    want = run_ort(model, {"x": x})[0] if want is None else want
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    return got
+
+
+@pytest.mark.parametrize("x_shape,attrs", WINDOWS + AUTO_PADS + [
+    ((1, 3, 112, 113), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 3, 4), {"kernel_shape": [3, 3], "pads": [2, 2, 2, 2]}),
+    ((1, 2, 9, 10), {"kernel_shape": [3, 2], "dilations": [2, 3], "pads": [1, 1, 0, 1]}),
+])
+def test_max_pool_values_only(x_shape, attrs, rng):
+    _check_fast("MaxPool", _x(rng, x_shape), attrs, fast=len(x_shape) < 5)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_nan_inf_2d(op, rng):
+    x = _x(rng, (1, 2, 7, 9))
+    x[0, 0, 1, 1], x[0, 0, 5, 7], x[0, 1, 3, 0] = np.nan, np.inf, -np.inf
+    x[0, 1, 4:7, 4:7] = -np.inf             # a window of only -inf
+    x[0, 1, 0:3, 6:9] = np.nan              # a window of only NaN
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    want = None
+    if op == "MaxPool":
+        # onnxruntime's 2-D MaxPool gives NaN or a wrong maximum depending on where a NaN
+        # tap falls; Ember skips NaN taps everywhere, as its kernel with indices does.
+        node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+        want = ember.compile(make_model([node], {"x": x}, ["y", "i"])).run({"x": x})["y"]
+        assert want[0, 1, 1, 7] == np.finfo(np.float32).min       # the NaN-only window
+    _check_fast(op, x, attrs, want=want)
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("GlobalAveragePool", {}),
+])
+def test_fast_pool_threads(op, attrs, rng):
+    x = _x(rng, (2, 3, 11, 10))
+    single = _check_fast(op, x, attrs)
+    np.testing.assert_array_equal(single, _check_fast(op, x, attrs, threads=2))
+
+
+def test_average_pool_dilated_keeps_generic_kernel(rng):
+    _check_fast("AveragePool", _x(rng, (1, 2, 9, 9)), {"kernel_shape": [2, 2], "dilations": [2, 2]},
+                fast=False, opset=19)
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+@pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 2, 16, 17), (1, 2, 5), (1, 2, 1, 1),
+                                   (1, 2, 3, 4, 5)])
+def test_global_pools_fast(op, shape, rng):
+    _check_fast(op, _x(rng, shape))
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+def test_global_pools_nan_inf(op, rng):
+    x = _x(rng, (1, 5, 6, 7))
+    x[0, 0, 2, 3], x[0, 1, 5, 6], x[0, 2, 0, 0] = np.nan, np.inf, -np.inf
+    x[0, 3], x[0, 4] = np.nan, -np.inf
+    want = None
+    if op == "GlobalMaxPool":
+        # NaN skipped, the lowest float for nothing else, as MaxPool (onnxruntime's
+        # GlobalMaxPool answers a NaN-poisoned maximum)
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+            want = np.nanmax(x, axis=(2, 3), keepdims=True)
+        lowest = np.finfo(np.float32).min
+        want = np.where(np.isnan(want), lowest, np.maximum(want, lowest))
+    _check_fast(op, x, want=want)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_pool_sweep(seed):
+    """Random geometries in one model (one compile): Max and Average pools of every mode."""
+    from test_depthwise import check_sweep, sweep_geometries
+    rng = np.random.default_rng(seed)
+    nodes, feeds = [], {}
+    for k, (x_shape, kernel, attrs) in enumerate(sweep_geometries(rng, 12, pads_below_kernel=True)):
+        feeds[f"x{k}"] = _x(rng, x_shape)
+        attrs = {**attrs, "kernel_shape": list(kernel), "ceil_mode": int(rng.integers(0, 2))}
+        if k % 2:
+            del attrs["dilations"]
+            attrs["count_include_pad"] = int(rng.integers(0, 2))
+        nodes.append(helper.make_node("AveragePool" if k % 2 else "MaxPool", [f"x{k}"],
+                                      [f"y{k}"], **attrs))
+    check_sweep(nodes, feeds, {})

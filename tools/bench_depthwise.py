@@ -4,11 +4,14 @@
 
 Each case is a one-node model (Conv with bias followed by Clip(0, 6), as MobileNetV2 has it
 after BatchNorm folding, or a pool); both runtimes run it interleaved in one process and the
-medians are printed side by side. Timings on a shared machine are noisy: compare ratios.
+medians are printed side by side. Both run into preallocated outputs (onnxruntime through
+IOBinding), so output allocation is not timed. Timings on a shared machine are noisy: compare
+ratios.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import time
 
@@ -69,6 +72,28 @@ def pool_model(op: str, shape, attrs) -> onnx.ModelProto:
     return _model([helper.make_node(op, ["x"], ["y"], **attrs)], np.empty(shape), ["y"], {})
 
 
+def _ember_call(compiled, feeds: dict):
+    """A call of the compiled model into preallocated outputs (what run() does, minus the
+    allocation, whose page faults would dominate single-layer timings)."""
+    ins = [np.ascontiguousarray(feeds[i.name]) for i in compiled.inputs]
+    outs = [np.empty(o.shape, o.dtype) for o in compiled.outputs]
+    in_ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+    out_ptrs = (ctypes.c_void_p * len(outs))(*[a.ctypes.data for a in outs])
+    lib, weights, arena = compiled._lib, compiled._weights_ptr, compiled._arena.ctypes.data
+    return lambda keep=(ins, outs): lib.ember_run_with(weights, in_ptrs, out_ptrs, arena)
+
+
+def _ort_call(sess, feeds: dict):
+    """An onnxruntime run bound to preallocated inputs and outputs (IOBinding)."""
+    import onnxruntime as ort
+    binding = sess.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    for out, value in zip(sess.get_outputs(), sess.run(None, feeds)):
+        binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_numpy(value))
+    return lambda: sess.run_with_iobinding(binding)
+
+
 def compare(model: onnx.ModelProto, feeds: dict, runs: int, threads: int) -> tuple[float, float]:
     """Median seconds of one run on Ember and on onnxruntime, interleaved."""
     import onnxruntime as ort
@@ -80,14 +105,15 @@ def compare(model: onnx.ModelProto, feeds: dict, runs: int, threads: int) -> tup
                                 providers=["CPUExecutionProvider"])
     want, got = sess.run(None, feeds)[0], compiled.run(feeds)
     np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-3, atol=1e-3)
+    run_e, run_o = _ember_call(compiled, feeds), _ort_call(sess, feeds)
     times_e, times_o = [], []
     for _ in range(5):
-        compiled.run(feeds), sess.run(None, feeds)
+        run_e(), run_o()
     for _ in range(runs):
         t0 = time.perf_counter()
-        compiled.run(feeds)
+        run_e()
         t1 = time.perf_counter()
-        sess.run(None, feeds)
+        run_o()
         t2 = time.perf_counter()
         times_e.append(t1 - t0)
         times_o.append(t2 - t1)

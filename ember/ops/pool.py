@@ -125,8 +125,11 @@ class Pool(OpDef):
         counts_pad = bool(node.attrs.get("count_include_pad", 0))
         if node.inputs[0].type.dtype == dt.F32 and len(ctx.outs) == 1:
             # float32 Max/Average pools without indices: the vectorized kernels
-            if node.op in ("GlobalMaxPool", "GlobalAveragePool"):
-                emit_global_pool(ctx, shape, node.op == "GlobalMaxPool")
+            # a window of the whole plane, unpadded (so undilated), is a global pool
+            whole = win.kernel == shape[2:] and not any(win.pads_begin + win.pads_end)
+            if node.op in ("GlobalMaxPool", "GlobalAveragePool") or (
+                    whole and node.op in ("MaxPool", "AveragePool")):
+                emit_global_pool(ctx, shape, "Max" in node.op)
                 return
             pw = plane_window(shape[2:], win)
             average = node.op == "AveragePool" and all(d == 1 for d in win.dilations)

@@ -239,6 +239,14 @@ def test_global_pools_fast(op, shape, rng):
     _check_fast(op, _x(rng, shape))
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("shape,strides", [((1, 3, 25, 5), [1, 1]), ((2, 2, 9), [3])])
+def test_whole_plane_window(op, shape, strides, rng):
+    """A window as large as the plane, unpadded, runs as a global pool (DS-CNN's last pool)."""
+    got = _check_fast(op, _x(rng, shape), {"kernel_shape": list(shape[2:]), "strides": strides})
+    assert got.shape == shape[:2] + (1,) * (len(shape) - 2)
+
+
 @pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
 def test_global_pools_nan_inf(op, rng):
     x = _x(rng, (1, 5, 6, 7))

@@ -29,8 +29,9 @@ from ember.render.cwriter import CWriter
 _ACC_FLOATS = 2048
 #: per-thread scratch regions start on 64-byte boundaries (in floats)
 _ALIGN = 16
-#: largest kernel (taps) whose loop is unrolled; larger windows keep the generic kernels
-MAX_TAPS = 64
+#: largest kernel (taps) whose loop is unrolled, and largest stride (the copy is written out
+#: per column phase); other windows keep the generic kernels
+MAX_TAPS, MAX_STRIDE = 64, 4
 #: float lanes of the vectors the tap loop computes in (the C names of their types)
 LANES = 8
 VEC, MASK = "ember_vf", "ember_vi"
@@ -106,7 +107,8 @@ def plane_window(in_sp: tuple[int, ...], win: Window) -> PlaneWindow | None:
                                              (0,) + win.pads_end, (1,) + win.out))
     else:
         return None
-    return pw if math.prod(win.kernel) <= MAX_TAPS else None
+    fits = math.prod(win.kernel) <= MAX_TAPS and max(win.strides) <= MAX_STRIDE
+    return pw if fits else None
 
 
 def _round(floats: int) -> int:

@@ -92,8 +92,10 @@ def test_depthwise_3d_keeps_generic_kernel(rng):
     _check(rng, (1, 2, 4, 5, 6), (3, 3, 3), {"pads": [1] * 6}, fast=False)
 
 
-def test_depthwise_large_kernel_keeps_generic_kernel(rng):
-    _check(rng, (1, 2, 12, 12), (9, 9), {"pads": [4] * 4}, fast=False)
+@pytest.mark.parametrize("kernel,attrs", [((9, 9), {"pads": [4] * 4}),
+                                          ((3, 3), {"strides": [1, 5]})])
+def test_depthwise_large_kernel_or_stride_keeps_generic_kernel(kernel, attrs, rng):
+    _check(rng, (1, 2, 12, 12), kernel, attrs, fast=False)
 
 
 def test_depthwise_relu_epilogue(rng):

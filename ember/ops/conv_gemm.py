@@ -69,15 +69,16 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
 
     def final(i: str, j: str, value: str) -> None:
         ctx.w.line(f"const int64_t mo = g*{mg} + {i};")
+        value = f"({value}{bias})"
         at = f"(n*{g.out_channels} + mo)*{n} + {j}"
         if flat:
-            ctx.store(["n", "mo", j], at, value + bias, shape=merged)
+            ctx.store(["n", "mo", j], at, value, shape=merged)
             return
         sp = [f"o{d}" for d in range(len(g.out_sp))]
         if len(sp) == 1:
             ctx.w.line(f"const int64_t o0 = {j};")
         else:
             ctx.w.line(f"const int64_t o0 = {j} / {ow}, o1 = {j} % {ow};")
-        ctx.store(["n", "mo"] + sp, at, value + bias)
+        ctx.store(["n", "mo"] + sp, at, value)
 
     emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)

@@ -124,18 +124,20 @@ CONVS = [   # (x shape, w shape, attrs)
     ((1, 16, 8, 8), (8, 16, 1, 1), {"strides": [2, 2]}),
     ((2, 6, 50), (5, 6, 5), {"pads": [2, 2], "strides": [3]}),                  # 1-D
     ((1, 64, 7, 7), (70, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 144, 1, 1), (6, 144, 1, 1), {}),                                      # one position
 ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", range(len(CONVS)))
 def test_conv_as_gemm(case, threads, rng):
+    """With bias and a Swish epilogue, which reads the biased sum twice."""
     xs, ws, attrs = CONVS[case]
     x = normal(rng, *xs)
     inits = {"w": normal(rng, *ws), "b": normal(rng, ws[0])}
     node = helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)
-    relu = helper.make_node("Relu", ["c"], ["y"])
-    compare(make_model([node, relu], {"x": x}, ["y"], inits), {"x": x}, threads)
+    swish = [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    compare(make_model([node, *swish], {"x": x}, ["y"], inits), {"x": x}, threads)
 
 
 def test_conv_residual_epilogue_and_runtime_weights(rng):

@@ -123,21 +123,27 @@ class Pool(OpDef):
     def lower(self, node: Node, ctx) -> None:
         shape, win = pool_window(node)
         counts_pad = bool(node.attrs.get("count_include_pad", 0))
-        if node.inputs[0].type.dtype == dt.F32 and len(ctx.outs) == 1:
-            # float32 Max/Average pools without indices: the vectorized kernels
-            # a window of the whole plane, unpadded (so undilated), is a global pool
-            whole = win.kernel == shape[2:] and not any(win.pads_begin + win.pads_end)
-            if node.op in ("GlobalMaxPool", "GlobalAveragePool") or (
-                    whole and node.op in ("MaxPool", "AveragePool")):
-                emit_global_pool(ctx, shape, "Max" in node.op)
-                return
-            pw = plane_window(shape[2:], win)
-            average = node.op == "AveragePool" and all(d == 1 for d in win.dilations)
-            if pw is not None and (node.op == "MaxPool" or average):
-                emit_plane_pool(ctx, shape, pw, node.op == "MaxPool", counts_pad)
-                return
-        emit_pool(ctx, shape, win, _reduction(node), counts_pad=counts_pad,
-                  column_major=bool(node.attrs.get("storage_order", 0)))
+        if not _emit_fast_pool(node, ctx, shape, win, counts_pad):
+            emit_pool(ctx, shape, win, _reduction(node), counts_pad=counts_pad,
+                      column_major=bool(node.attrs.get("storage_order", 0)))
+
+
+def _emit_fast_pool(node: Node, ctx, shape: tuple[int, ...], win: Window,
+                    counts_pad: bool) -> bool:
+    """The vectorized float32 kernels of Max/Average pools without indices, where one applies."""
+    if node.inputs[0].type.dtype != dt.F32 or len(ctx.outs) > 1 or "Lp" in node.op:
+        return False
+    is_max = "Max" in node.op
+    # a window of the whole plane, unpadded (so undilated), is a global pool
+    if node.op.startswith("Global") or (win.kernel == shape[2:] and
+                                        not any(win.pads_begin + win.pads_end)):
+        emit_global_pool(ctx, shape, is_max)
+        return True
+    pw = plane_window(shape[2:], win)
+    if pw is None or not (is_max or set(win.dilations) == {1}):   # averages count undilated
+        return False
+    emit_plane_pool(ctx, shape, pw, is_max, counts_pad)
+    return True
 
 
 def emit_pool(ctx, shape: tuple[int, ...], win: Window, red: Reduction, counts_pad: bool = False,
@@ -229,9 +235,10 @@ def emit_plane_pool(ctx, shape: tuple[int, ...], pw: PlaneWindow, is_max: bool,
         with w.block(f"for (int64_t ow = 0; ow < {pw.out_w}; ++ow)"):
             w.line(f"extra[ow] = {count('ow', 1)};")
         zero = splat("0.0f")
-        emit_window_rows(w, pw, "padded", "acc", Fold((zero, zero), "{acc} += {x};", "{a} + {b}"),
-                         lambda value, at: w.line(f"{out.format(at)} = {value} / (rows * extra[ow]);"),
-                         row_prologue=lambda: w.line(f"const float rows = {count('oh', 0)};"))
+        emit_window_rows(
+            w, pw, "padded", "acc", Fold((zero, zero), "{acc} += {x};", "{a} + {b}"),
+            lambda value, at: w.line(f"{out.format(at)} = {value} / (rows * extra[ow]);"),
+            row_prologue=lambda: w.line(f"const float rows = {count('oh', 0)};"))
 
 
 def emit_global_pool(ctx, shape: tuple[int, ...], is_max: bool) -> None:

@@ -142,6 +142,8 @@ def _emit_fast_pool(node: Node, ctx, shape: tuple[int, ...], win: Window,
     pw = plane_window(shape[2:], win)
     if pw is None or not (is_max or set(win.dilations) == {1}):   # averages count undilated
         return False
+    if all(k <= s for k, s in zip(win.kernel, win.strides)):
+        return False      # windows that do not overlap read each input once: the direct loop
     emit_plane_pool(ctx, shape, pw, is_max, counts_pad)
     return True
 

@@ -196,7 +196,8 @@ def _check_fast(op, x, attrs=None, fast=True, threads=1, want=None, opset=17):
     ((1, 2, 9, 10), {"kernel_shape": [3, 2], "dilations": [2, 3], "pads": [1, 1, 0, 1]}),
 ])
 def test_max_pool_values_only(x_shape, attrs, rng):
-    _check_fast("MaxPool", _x(rng, x_shape), attrs, fast=len(x_shape) < 5)
+    overlap = any(k > s for k, s in zip(attrs["kernel_shape"], attrs.get("strides", [1] * 3)))
+    _check_fast("MaxPool", _x(rng, x_shape), attrs, fast=len(x_shape) < 5 and overlap)
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
@@ -277,4 +278,4 @@ def test_fast_pool_sweep(seed):
             attrs["count_include_pad"] = int(rng.integers(0, 2))
         nodes.append(helper.make_node("AveragePool" if k % 2 else "MaxPool", [f"x{k}"],
                                       [f"y{k}"], **attrs))
-    check_sweep(nodes, feeds, {})
+    check_sweep(nodes, feeds, {}, fast=False)

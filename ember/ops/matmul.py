@@ -13,6 +13,8 @@ import contextlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ember.graph import dtypes as dt
 from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
@@ -202,9 +204,11 @@ def _final_value(p: GemmProblem, bv: list[str], acc: str = "acc[jj]") -> str:
     return f"({T})({value})"
 
 
-def matrix_operand(name: str, shape: tuple[int, ...], out_batch: tuple[int, ...]) -> Operand:
-    """The Operand reading a row-major tensor of `shape` (rank >= 2) broadcast over out_batch."""
-    st = strides(shape)
+def matrix_operand(name: str, shape: tuple[int, ...], out_batch: tuple[int, ...],
+                   st: tuple[int, ...] | None = None) -> Operand:
+    """The Operand reading a tensor of `shape` (rank >= 2) broadcast over out_batch, at element
+    strides `st` (row-major when None)."""
+    st = strides(shape) if st is None else st
     pad = len(out_batch) - (len(shape) - 2)
     batch = tuple(0 if d < pad or shape[d - pad] == 1 else st[d - pad]
                   for d in range(len(out_batch)))
@@ -253,17 +257,48 @@ class _GemmOp(OpDef):
         raise NotImplementedError
 
 
+#: attributes of a MatMul whose input k is read transposed (set by passes/fold_transposes.py)
+FOLDED_PERMS = ("perm0", "perm1")
+
+
+def folded_view(node: Node, k: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """MatMul input k as the product reads it: its shape, and its element strides (None: row
+    major). With attrs["perm<k>"] (a Transpose folded in), both are the input's permuted."""
+    shape = own_inputs(node)[k].type.shape
+    perm = node.attrs.get(FOLDED_PERMS[k])
+    if perm is None:
+        return shape, None
+    perm = [int(p) for p in perm]
+    if len(shape) < 2 or sorted(perm) != list(range(len(shape))):
+        raise fail(node, f"{FOLDED_PERMS[k]}={perm} is not a permutation of the {len(shape)} "
+                   f"axes of input {k} (rank >= 2)")
+    st = strides(shape)
+    return tuple(shape[p] for p in perm), tuple(st[p] for p in perm)
+
+
+def _folded_const(node: Node, k: int) -> np.ndarray:
+    """Constant MatMul input k as the product reads it (transposed by its perm<k>)."""
+    perm = node.attrs.get(FOLDED_PERMS[k])
+    const = own_inputs(node)[k].const
+    return const if perm is None else np.transpose(const, [int(p) for p in perm])
+
+
 @register_op("MatMul")
 class MatMul(_GemmOp):
+    def check(self, node: Node) -> list[str]:
+        # perm0/perm1 are Ember's own (fold-transposes); a model must not set them
+        return super().check(node) + [f"attribute {a} is not an ONNX MatMul attribute"
+                                      for a in FOLDED_PERMS if a in node.attrs]
+
     def problem(self, node: Node, names: list[str | None] | None = None) -> GemmProblem:
         """numpy matmul: a 1-D A is a row (its dim dropped), a 1-D B a column; batch dims
-        broadcast."""
+        broadcast. An input with a perm<k> attribute is read transposed, in place."""
         inputs = own_inputs(node)
         if len(inputs) != 2 or any(v is None for v in inputs):
             raise fail(node, "needs exactly two inputs")
         a, b = inputs
         _same_dtypes(node, inputs)
-        sa, sb = a.type.shape, b.type.shape
+        (sa, st_a), (sb, st_b) = folded_view(node, 0), folded_view(node, 1)
         if not sa or not sb:
             raise fail(node, "inputs must have rank >= 1 (got a scalar)")
         a2 = (1,) + sa if len(sa) == 1 else sa
@@ -275,14 +310,15 @@ class MatMul(_GemmOp):
             raise fail(node, f"batch dims do not broadcast: {list(sa)} x {list(sb)}")
         na, nb = names or ("in0", "in1")
         return GemmProblem(a.type.dtype, batch, a2[-2], b2[-1], a2[-1],
-                           matrix_operand(na, a2, batch), matrix_operand(nb, b2, batch),
+                           matrix_operand(na, a2, batch, st_a), matrix_operand(nb, b2, batch, st_b),
                            keep_m=len(sa) > 1, keep_n=len(sb) > 1)
-
 
     def constant_matrices(self, node: Node, p: GemmProblem) -> tuple:
         a, b = own_inputs(node)
-        mat_a = a.const.reshape(p.m, p.k) if a.is_const and a.type.size == p.m * p.k else None
-        mat_b = b.const.reshape(p.k, p.n) if b.is_const and b.type.size == p.k * p.n else None
+        mat_a = (_folded_const(node, 0).reshape(p.m, p.k)
+                 if a.is_const and a.type.size == p.m * p.k else None)
+        mat_b = (_folded_const(node, 1).reshape(p.k, p.n)
+                 if b.is_const and b.type.size == p.k * p.n else None)
         return mat_a, mat_b
 
 

@@ -15,7 +15,11 @@ Order, and why:
   6. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
   7. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
                                       kernels first: a kernel's epilogue beats a separate loop.
-  8. fuse-elementwise                 the elementwise chains still left become single loops.
+  8. fold-transposes                  Transposes into the MatMul/Gemm reading them (strided
+                                      operands), once eliminate-dead left the final readers; no
+                                      fusion looks through a Transpose, so fusing first or
+                                      after changes nothing there.
+  9. fuse-elementwise                 the elementwise chains still left become single loops.
 
 opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 2, 5); 2 and 3 run everything.
 `ember inspect --after NAME` stops after the pass NAME: run_pipeline(stop_after=NAME).
@@ -31,6 +35,7 @@ from ember.passes.eliminate_common_subexpressions import EliminateCommonSubexpre
 from ember.passes.eliminate_dead import EliminateDead
 from ember.passes.fold_batchnorm import FoldBatchNorm
 from ember.passes.fold_constants import FoldConstants
+from ember.passes.fold_transposes import FoldTransposes
 from ember.passes.fuse_elementwise import FuseElementwise
 from ember.passes.fuse_epilogues import FuseEpilogues
 from ember.passes.pack_weights import PackWeights
@@ -50,6 +55,7 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
         FoldConstants(),
         EliminateDead(),
         FuseEpilogues(),
+        FoldTransposes(),
         FuseElementwise(),
     ]
 

@@ -4,7 +4,9 @@
 
 Either operand is a constant packed at compile time (`PackedConst`, see pack_a / pack_b) or is
 packed block by block while the kernel runs: a strided matrix (`Strided`; transposes fold into
-its strides) or, for B, the implicit im2col matrix of a 2-D convolution (`Im2col`). Loops,
+its strides) or, for B, the implicit im2col matrix of a 2-D convolution (`Im2col`). B may also
+be read in place through a table of row offsets (`RowOffsets`: a stride-1 convolution over a
+padded image, where every row of its im2col matrix is a contiguous run of the image). Loops,
 outermost first: the thread's work item (batch entry x part of M x part of N), jc over N in nc
 columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A), jr and ir over the
 micro-tiles. A micro-tile accumulates in out (a ragged edge one through a small `tile`); after
@@ -55,6 +57,16 @@ class Im2col:
     ow: int
 
 
+@dataclass(frozen=True)
+class RowOffsets:
+    """B read in place, unpacked: element (k, j) at base[offsets[k] + j] (`offsets` a C array
+    of K int64, e.g. a convolution's tap offsets into a padded image). At least nr - 1 floats
+    past the last element read must be readable: a ragged last panel reads them (and drops
+    their products)."""
+    base: str
+    offsets: str
+
+
 #: final(i, j, value): write C statements storing `value` (a float expression) as out[i, j]
 Final = Callable[[str, str, str], None]
 
@@ -66,7 +78,7 @@ class BlockedGemm:
     k: int
     batch: tuple[tuple[str, int], ...]     # (C loop variable, extent) of each batch dim
     a: PackedConst | Strided
-    b: PackedConst | Strided | Im2col
+    b: PackedConst | Strided | Im2col | RowOffsets
     out: str                               # float pointer to out[0, 0] of a batch item
     ldc: int                               # its row stride
 
@@ -98,7 +110,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
     m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
     n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
     a_floats = 0 if isinstance(g.a, PackedConst) else min(t.mc, m_part) * kc_max
-    b_floats = 0 if isinstance(g.b, PackedConst) else kc_max * min(t.nc, n_part)
+    b_floats = 0 if isinstance(g.b, (PackedConst, RowOffsets)) else kc_max * min(t.nc, n_part)
     per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
     if per_thread:
         ctx.request_scratch(threads * per_thread * 4)
@@ -148,6 +160,9 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
     if isinstance(b, PackedConst):
         w.line(f"const float *restrict bp = {b.name} + jc*{k} + pc*{t.nr};")
         return f"{k * t.nr}"
+    if isinstance(b, RowOffsets):
+        w.line(f"const float *restrict bp = {b.base} + jc;")
+        return f"{t.nr}"
     if isinstance(b, Strided):
         w.line(f"ember_pack_b_{t.nr}(kc, nc, {b.base} + pc*{b.rs} + jc*{b.cs}, {b.rs}, {b.cs}, "
                "bpack);")
@@ -171,13 +186,17 @@ def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
 def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
     """A full-width micro-tile accumulates straight into out; a ragged one (nr < NR) goes
     through `tile`. Only the last panel of M can be short (parts and blocks are whole panels)."""
+    offsets = isinstance(g.b, RowOffsets)
+    suffix, b_args = ("o", f"bq, {g.b.offsets} + pc") if offsets else ("", "bq")
+
     def call(c: str, ldc: str, accumulate: str) -> None:
-        full = f"ember_sgemm_ukr{t.mr}_{t.nr}(kc, aq, bq, {c}, {ldc}, {accumulate});"
+        args = f"(kc, aq, {b_args}, {c}, {ldc}, {accumulate});"
+        full = f"ember_sgemm_ukr{t.mr}_{t.nr}{suffix}{args}"
         if g.m % t.mr == 0:
             w.line(full)
         else:
             w.line(f"if (mr == {t.mr}) {full}")
-            w.line(f"else ember_sgemm_ukr{g.m % t.mr}_{t.nr}(kc, aq, bq, {c}, {ldc}, {accumulate});")
+            w.line(f"else ember_sgemm_ukr{g.m % t.mr}_{t.nr}{suffix}{args}")
 
     with w.block(f"if (nr == {t.nr})"):
         call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0")

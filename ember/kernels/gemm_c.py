@@ -18,11 +18,18 @@ from ember.lower.schedule import GemmTiles
 def gemm_support_c(t: GemmTiles) -> str:
     """Typedefs, the microkernels for mr = 1..MR, and the packing routines for tiles `t`."""
     lanes = t.lanes
+    # The wrappers are never inlined: each is compiled on its own with mr and offs constant,
+    # which is what lets GCC unroll the row loop and keep the accumulators in registers (a
+    # copy inlined into a large kernel body was left in memory, at half speed).
     splat = "{" + ", ".join(["s"] * lanes) + "}"
-    ukrs = "\n".join(f"static void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
-                     f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
-                     f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, c, ldc, accumulate); }}"
-                     for mr in range(1, t.mr + 1))
+    ukrs = "\n".join(
+        f"static __attribute__((noinline)) void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
+        f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
+        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, 0, c, ldc, accumulate); }}\n"
+        f"static __attribute__((noinline)) void ember_sgemm_ukr{mr}_{t.nr}o(int64_t kc, const float *restrict a, "
+        f"const float *restrict b, const int64_t *restrict offs, float *restrict c, int64_t ldc, "
+        f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, offs, c, ldc, accumulate); }}"
+        for mr in range(1, t.mr + 1))
     return f"""
 typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
 /* the same, for loads from memory only float-aligned (packed data in the weights blob and
@@ -30,11 +37,12 @@ typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
 typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
 
 /* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
- * (a, b packed). Always inlined with a constant mr, so the loops unroll and the 2*mr
- * accumulators stay in registers. */
+ * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
+ * inlined with a constant mr and offs, so the loops unroll and the 2*mr accumulators stay in
+ * registers. */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, const float *restrict b,
-        float *restrict c, int64_t ldc, int accumulate) {{
+        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
     ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
     for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
         c0[r] = (ember_f32v{lanes}){{0}};  /* up the first multiply-adds; fetch it meanwhile */
@@ -42,8 +50,9 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         __builtin_prefetch(c + r*ldc, 1);
     }}
     for (int64_t k = 0; k < kc; ++k) {{
-        const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)(b + k*{t.nr});
-        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(b + k*{t.nr} + {lanes});
+        const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
+        const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
+        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(bk + {lanes});
         for (int r = 0; r < mr; ++r) {{
             const float s = a[k*mr + r];
             const ember_f32v{lanes} ar = {splat};

@@ -2,23 +2,27 @@
 
 For each image and group, out[m, (oy, ox)] = sum over k = (c, ky, kx) of W[m, k] * X'[k, (oy, ox)]:
 M = output channels of the group, N = output positions, K = input channels x kernel taps.
-The weights are A, packed at compile time. B is read straight from the input for a 1x1
-stride-1 convolution (no im2col at all), and otherwise is the implicit im2col matrix, packed
-one kc x nc block at a time by the GEMM (never materialized whole). Bias and the fused
-epilogue apply as each micro-tile is finished.
+The weights are A, packed at compile time. B, the im2col matrix, is never materialized whole:
+  - a 1x1 stride-1 convolution reads the input itself as B (packed as a plain copy);
+  - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
+    contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
+  - any other is packed one kc x nc block at a time from the image (Im2col).
+Bias and the fused epilogue apply as each micro-tile is finished.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
-from ember.kernels.gemm import (BlockedGemm, Im2col, PackedConst, Strided, emit_blocked_gemm,
-                                pack_a)
+from ember.kernels.gemm import (BlockedGemm, Im2col, PackedConst, RowOffsets, Strided,
+                                emit_blocked_gemm, pack_a)
 from ember.lower.schedule import gemm_tiles
+from ember.ops.window import parallel_for
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -36,49 +40,145 @@ def _as_2d(values: tuple[int, ...], fill: int) -> tuple[int, int]:
     return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
 
 
+@dataclass(frozen=True)
+class _Geometry2d:
+    """A 1-D or 2-D convolution's sizes, as 2-D (a 1-D one over an image of height 1)."""
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sy: int
+    sx: int
+    dy: int
+    dx: int
+    py: int
+    px: int
+    oh: int
+    ow: int
+
+    @staticmethod
+    def of(g: ConvGeometry) -> "_Geometry2d":
+        win = g.window
+        return _Geometry2d(*_as_2d(g.in_sp, 1), *_as_2d(win.kernel, 1), *_as_2d(win.strides, 1),
+                           *_as_2d(win.dilations, 1), *_as_2d(win.pads_begin, 0),
+                           *_as_2d(g.out_sp, 1))
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """Rows and columns of the zero-padded image a stride-1 convolution reads."""
+        return self.oh + self.dy * (self.kh - 1), self.ow + self.dx * (self.kw - 1)
+
+
+#: a stride-1 convolution reads the padded image in place when the columns it computes and
+#: drops (the right-hand padding of each row) are at most this share of the work
+_MAX_DROPPED_COLUMNS = 0.25
+
+
 def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
-    node, win = ctx.node, g.window
-    h, w = _as_2d(g.in_sp, 1)
-    kh, kw = _as_2d(win.kernel, 1)
-    sy, sx = _as_2d(win.strides, 1)
-    dy, dx = _as_2d(win.dilations, 1)
-    py, px = _as_2d(win.pads_begin, 0)
-    oh, ow = _as_2d(g.out_sp, 1)
+    d = _Geometry2d.of(g)
     cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
-    m, n, k = mg, oh * ow, cg * kh * kw
-    t = gemm_tiles(ctx.schedule, m, n, k, g.batch * g.groups)
-
-    weights = node.inputs[1]
-    if weights.is_const:
-        per_group = weights.const.reshape(g.groups, mg, k)
-        packed = np.concatenate([pack_a(per_group[i], t.mr) for i in range(g.groups)])
-        name = ctx.pack_constant(packed, replaces=1)
-        a = PackedConst(f"({name} + g*{packed.size // g.groups})")
-    else:
-        a = Strided(f"({ctx.ins[1]} + g*{mg * k})", k, 1)
-    image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{h * w})"
-    pointwise = (kh, kw, sy, sx, py, px, oh, ow) == (1, 1, 1, 1, 0, 0, h, w)
-    b = (Strided(image, h * w, 1) if pointwise
-         else Im2col(image, h, w, kh, kw, sy, sx, dy, dx, py, px, ow))
+    k = cg * d.kh * d.kw
+    pointwise = (d.kh, d.kw, d.sy, d.sx, d.py, d.px, d.oh, d.ow) == (1, 1, 1, 1, 0, 0, d.h, d.w)
+    hp, wp = d.padded
+    if (not pointwise and (d.sy, d.sx) == (1, 1) and ctx.node.inputs[1].is_const
+            and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
+        _emit_padded_direct(ctx, g, d)
+        return
+    n = d.oh * d.ow
+    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
+    image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
+    b = (Strided(image, d.h * d.w, 1) if pointwise
+         else Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow))
     out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
-    gemm = BlockedGemm(m, n, k, (("n", g.batch), ("g", g.groups)), a, b, out, n)
-
+    gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
+                       out, n)
     merged = (g.batch, g.out_channels, n)
     flat = ctx.can_merge(merged)        # index the epilogue by position, not (oy, ox)
-    bias = f" + {ctx.ins[2]}[mo]" if g.has_bias else ""
 
     def final(i: str, j: str, value: str) -> None:
-        ctx.w.line(f"const int64_t mo = g*{mg} + {i};")
-        value = f"({value}{bias})"
+        value = _biased(ctx, g, i, value)
         at = f"(n*{g.out_channels} + mo)*{n} + {j}"
         if flat:
             ctx.store(["n", "mo", j], at, value, shape=merged)
             return
-        sp = [f"o{d}" for d in range(len(g.out_sp))]
-        if len(sp) == 1:
+        if len(g.out_sp) == 1:
             ctx.w.line(f"const int64_t o0 = {j};")
         else:
-            ctx.w.line(f"const int64_t o0 = {j} / {ow}, o1 = {j} % {ow};")
-        ctx.store(["n", "mo"] + sp, at, value)
+            ctx.w.line(f"const int64_t o0 = {j} / {d.ow}, o1 = {j} % {d.ow};")
+        ctx.store(["n", "mo"] + [f"o{s}" for s in range(len(g.out_sp))], at, value)
 
     emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
+
+
+def _emit_padded_direct(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
+    """Stride 1 without im2col: copy the images into a zero-padded scratch image, then every row
+    (c, ky, kx) of the im2col matrix is a contiguous run of it, at a fixed offset. The GEMM
+    reads those runs in place (RowOffsets) over "virtual" positions oy*Wp + ox, which include
+    each row's right-hand padding columns; their sums are dropped when the tile is stored."""
+    w = ctx.w
+    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
+    hp, wp = d.padded
+    k, n = cg * d.kh * d.kw, (d.oh - 1) * wp + d.ow
+    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
+    images = g.batch * g.in_channels
+    image_floats = _round16(images * hp * wp + t.nr)         # nr - 1 readable floats past the end
+    ctx.request_scratch(4 * (image_floats + g.batch * g.out_channels * n))
+    w.line("float *restrict xpad = (float *)scratch;")
+    w.line(f"float *restrict vout = xpad + {image_floats};")
+    _emit_pad_copy(ctx, d, images, image_floats)
+    offsets = np.array([c * hp * wp + ky * d.dy * wp + kx * d.dx
+                        for c in range(cg) for ky in range(d.kh) for kx in range(d.kw)], np.int64)
+    b = RowOffsets(f"(xpad + (n*{g.in_channels} + g*{cg})*{hp * wp})", ctx.pack_constant(offsets))
+    out = f"vout + (n*{g.out_channels} + g*{mg})*{n}"
+    gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
+                       out, n)
+    sp = ["oy", "ox"] if len(g.out_sp) == 2 else ["ox"]
+
+    def final(i: str, j: str, value: str) -> None:
+        w.line(f"const int64_t oy = {j} / {wp}, ox = {j} % {wp};")
+        with w.block(f"if (ox < {d.ow})"):
+            at = f"(n*{g.out_channels} + mo)*{d.oh * d.ow} + oy*{d.ow} + ox"
+            ctx.store(["n", "mo"] + sp, at, _biased(ctx, g, i, value))
+
+    emit_blocked_gemm(ctx, gemm, t, final)
+
+
+def _emit_pad_copy(ctx, d: _Geometry2d, images: int, image_floats: int) -> None:
+    """xpad[image] = the image inside a zero border; zeros past the last one."""
+    w = ctx.w
+    hp, wp = d.padded
+    rows = min(d.h, hp - d.py)                                 # input rows a window reaches
+    cols = min(d.w, wp - d.px)
+    parallel_for(w, ctx.schedule.threads, images)
+    with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
+        w.line(f"float *restrict dst = xpad + im*{hp * wp};")
+        w.line(f"const float *restrict src = {ctx.ins[0]} + im*{d.h * d.w};")
+        w.line(f"memset(dst, 0, sizeof(float)*{d.py * wp + d.px});")
+        with w.block(f"for (int64_t y = 0; y < {rows}; ++y)"):
+            w.line(f"memcpy(dst + (y + {d.py})*{wp} + {d.px}, src + y*{d.w}, sizeof(float)*{cols});")
+            w.line(f"memset(dst + (y + {d.py})*{wp} + {d.px + cols}, 0, sizeof(float)*{wp - cols});")
+        tail = hp * wp - ((rows + d.py) * wp + d.px)
+        if tail > 0:
+            w.line(f"memset(dst + {(rows + d.py) * wp + d.px}, 0, sizeof(float)*{tail});")
+    w.line(f"memset(xpad + {images * hp * wp}, 0, sizeof(float)*{image_floats - images * hp * wp});")
+
+
+def _weights(ctx, g: ConvGeometry, t, k: int):
+    """The GEMM's A: the group's weights, packed at compile time when constant."""
+    mg = g.out_channels // g.groups
+    weights = ctx.node.inputs[1]
+    if not weights.is_const:
+        return Strided(f"({ctx.ins[1]} + g*{mg * k})", k, 1)
+    per_group = weights.const.reshape(g.groups, mg, k)
+    packed = np.concatenate([pack_a(per_group[i], t.mr) for i in range(g.groups)])
+    return PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + g*{packed.size // g.groups})")
+
+
+def _biased(ctx, g: ConvGeometry, i: str, value: str) -> str:
+    """Declare `mo`, output row i's channel; the value plus its bias."""
+    ctx.w.line(f"const int64_t mo = g*{g.out_channels // g.groups} + {i};")
+    return f"({value} + {ctx.ins[2]}[mo])" if g.has_bias else value
+
+
+def _round16(n: int) -> int:
+    return -(-n // 16) * 16

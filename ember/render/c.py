@@ -31,7 +31,8 @@ static inline int64_t ember_ipow(int64_t base, int64_t exp) {
 
 
 #: C element types of packed constants, by numpy dtype
-_C_TYPES = {"<f4": "float", "<f8": "double", "<i4": "int32_t", "|i1": "int8_t", "|u1": "uint8_t"}
+_C_TYPES = {"<f4": "float", "<f8": "double", "<i4": "int32_t", "<i8": "int64_t", "|i1": "int8_t",
+            "|u1": "uint8_t"}
 
 
 def render_model(model: LoweredModel, version: str) -> str:

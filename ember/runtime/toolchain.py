@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,8 +23,14 @@ def find_cc(preferred: str | None = None) -> str:
 def host_flags(march: str, opt_level: int, threads: int) -> list[str]:
     # -ffp-contract=fast: a*b + c may become one fused multiply-add (ISO C mode turns that off),
     # which the GEMM microkernels need for speed; it rounds once where two roundings were.
+    # -fno-trapping-math: generated code never reads floating-point exception flags, and
+    # without it GCC will not vectorize a select whose arm does float math (x < 0 ? a*x : x).
     flags = [f"-O{opt_level}", f"-march={march}", "-std=c11", "-fPIC", "-shared",
-             "-fno-math-errno", "-fwrapv", "-ffp-contract=fast", "-Wno-unused-function"]
+             "-fno-math-errno", "-fno-trapping-math", "-fwrapv", "-ffp-contract=fast",
+             "-Wno-unused-function"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # GCC's tuning for some AVX2 cores (Zen 1) auto-vectorizes with 128-bit vectors only.
+        flags.append("-mprefer-vector-width=256")
     if threads > 1:
         flags.append("-fopenmp")
     return flags

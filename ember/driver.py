@@ -29,7 +29,8 @@ def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
                  options: CompileOptions) -> tuple[Graph, str]:
     if is_tflite_source(model):      # by the file's "TFL3" identifier, else its suffix
         data, label = load_tflite(model)
-        return import_tflite(data, options.input_shapes, label), label
+        return import_tflite(data, options.input_shapes, label,
+                             litert_numerics=options.int8_numerics == "litert"), label
     proto, label = load_model(model)
     return import_onnx(proto, options.input_shapes, label), label
 

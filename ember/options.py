@@ -25,6 +25,9 @@ class CompileOptions:
     opt_level: int = 3
     cache_dir: Path = field(default_factory=default_cache_dir)
     verify: bool = field(default_factory=lambda: os.environ.get("EMBER_VERIFY", "") == "1")
+    #: whose int8 numerics a TFLite model follows: "micro" (TFLite Micro) or "litert"
+    #: (ai-edge-litert's reference kernels, whose FULLY_CONNECTED rounds once)
+    int8_numerics: str = "micro"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", get_target(self.target))
@@ -32,6 +35,9 @@ class CompileOptions:
             raise EmberError(f"threads must be a positive integer, got {self.threads!r}")
         if self.opt_level not in (0, 1, 2, 3):
             raise EmberError(f"opt_level must be 0..3, got {self.opt_level!r}")
+        if self.int8_numerics not in ("micro", "litert"):
+            raise EmberError(f"int8_numerics must be 'micro' or 'litert', got "
+                             f"{self.int8_numerics!r}")
         shapes = {}
         for name, shape in (self.input_shapes or {}).items():
             try:

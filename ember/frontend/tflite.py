@@ -7,9 +7,11 @@ removes between consecutive layers.
 
 Like the ONNX importer, structure problems (bad indices, buffers, shapes) raise at once,
 naming the operator; unsupported ops and features are gathered over the whole model and
-raised together in one UnsupportedError. Float models only: a model whose run-time tensors
-are quantized is refused. The one exception is a "hybrid" CONV_2D (int8 weights, float
-activations), which tflite_ops.py reproduces as TFLite computes it.
+raised together in one UnsupportedError. An operator whose run-time tensors are quantized
+(int8 models) is converted by its function in tflite_qops.py into Ember's TFLite-numerics ops,
+which keep NHWC and compute bit-exact with TFLite's reference kernels; an op with no such
+converter is listed as unsupported. A "hybrid" CONV_2D (int8 weights, float activations) is a
+float operator, which tflite_ops.py reproduces as TFLite computes it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ from ember.ops.registry import get_op
 
 #: the ONNX opset the converted nodes follow (attribute defaults, inputs vs. attributes)
 OPSET = 18
-QUANTIZED = "quantized TFLite models are not supported yet"
 
 
 def is_tflite_source(source: Any) -> bool:
@@ -57,9 +58,11 @@ def load_tflite(source: "str | os.PathLike | bytes") -> tuple[bytes, str]:
 
 
 def import_tflite(data: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                  label: str = "<model>") -> Graph:
+                  label: str = "<model>", litert_numerics: bool = False) -> Graph:
+    """int8 operators compute as TFLite Micro's kernels do, or with `litert_numerics` as
+    ai-edge-litert's reference kernels do (its FULLY_CONNECTED rounds once; see ops/quant.py)."""
     try:
-        return _Converter(read_model(data), dict(input_shapes or {})).run()
+        return _Converter(read_model(data), dict(input_shapes or {}), litert_numerics).run()
     except EmberError as e:
         raise e.with_model(label) from None
 
@@ -69,11 +72,16 @@ class OpSkipped(Exception):
 
 
 class _Converter:
-    def __init__(self, model: TflModel, input_shapes: dict[str, tuple[int, ...]]) -> None:
-        from ember.frontend.tflite_ops import CONVERTERS   # the op table imports this module
+    def __init__(self, model: TflModel, input_shapes: dict[str, tuple[int, ...]],
+                 litert_numerics: bool = False) -> None:
+        # The op tables import this module.
+        from ember.frontend.tflite_ops import CONVERTERS
+        from ember.frontend.tflite_qops import QUANT_CONVERTERS
         self.converters: dict[str, Callable[[OpContext], None]] = CONVERTERS
+        self.quant_converters: dict[str, Callable[[OpContext], None]] = QUANT_CONVERTERS
         self.model = model
         self.input_shapes = input_shapes
+        self.litert_numerics = litert_numerics
         self.values: dict[int, Value] = {}          # tensor index -> its Value once known
         self.unknown: set[int] = set()              # tensors an earlier problem left untyped
         self.nodes: list[Node] = []
@@ -87,8 +95,6 @@ class _Converter:
         m = self.model
         if m.version != 3:
             raise ModelFormatError(f"TFLite schema version {m.version} is not supported (3 is)")
-        if any(t.quantization is not None and t.data is None for t in m.tensors):
-            self.problem(QUANTIZED)
         graph = Graph(inputs=self._inputs())
         for op in m.operators:
             self._convert(op)
@@ -111,9 +117,8 @@ class _Converter:
             if t.index in self.values:
                 raise GraphError(f"{t.describe()} is listed twice as a graph input")
             dtype = _dtype(t)
-            if dtype is None or t.quantization is not None:
-                self.problem(QUANTIZED if t.quantization is not None else
-                             f"graph input {t.describe()}: element type is not supported")
+            if dtype is None:
+                self.problem(f"graph input {t.describe()}: element type is not supported")
                 self.unknown.add(t.index)
                 continue
             shape = self.input_shapes.get(t.name, t.shape)
@@ -144,19 +149,19 @@ class _Converter:
                                        "supported")
             raise GraphError(f"{reader} reads {t.describe()}, which no earlier operator "
                              "produces and which is neither a graph input nor a constant")
-        if t.quantization is not None:
-            raise UnsupportedError(QUANTIZED)
         value = const_value(t.data, _dtype(t), t.name)
         self.values[index] = value
         return value
 
     def _convert(self, op: TflOperator) -> None:
         where = f"operator {op.index} ({op.opcode})"
-        convert = self.converters.get(op.opcode)
         ctx = OpContext(self, op)
+        quantized = ctx.quantized()
+        convert = (self.quant_converters if quantized else self.converters).get(op.opcode)
         try:
             if convert is None:
-                raise UnsupportedError("op is not supported")
+                raise UnsupportedError("op is not supported" + (" on quantized tensors"
+                                                                 if quantized else ""))
             for k in op.outputs:
                 if k in self.values or k in self.unknown:
                     raise GraphError(f"output {self.model.tensors[k].describe()} is already "
@@ -170,7 +175,7 @@ class _Converter:
         except OpSkipped:
             pass
         except UnsupportedError as e:
-            self.problem(e.message if e.message == QUANTIZED else f"{where}: {e.message}")
+            self.problem(f"{where}: {e.message}")
         except EmberError as e:
             if e.node is not None:
                 raise
@@ -192,6 +197,13 @@ class OpContext:
         self.emitted = 0
 
     # -- inputs ---------------------------------------------------------------------------
+    def quantized(self) -> bool:
+        """Whether a run-time tensor the operator reads or writes carries quantization
+        parameters: the operator is then an integer one."""
+        tensors = self.conv.model.tensors
+        return any(k >= 0 and tensors[k].quantization is not None and tensors[k].data is None
+                   for k in (*self.op.inputs, *self.op.outputs))
+
     def tensor(self, k: int) -> TflTensor | None:
         """The k-th input's tensor; None when omitted (-1) or past the end."""
         if k >= len(self.op.inputs) or self.op.inputs[k] < 0:

@@ -62,7 +62,7 @@ def nhwc_input(ctx: OpContext) -> Value:
     return ctx.emit("Transpose", [x], perm=NHWC_TO_NCHW)
 
 
-def window(ctx: OpContext, options: dict, x_nchw: Value, kernel: tuple[int, int],
+def window(ctx: OpContext, options: dict, spatial: tuple[int, ...], kernel: tuple[int, int],
            dilated: bool = True) -> dict:
     """Strides, dilations and explicit pads of a 2-d window from TFLite options.
 
@@ -80,7 +80,7 @@ def window(ctx: OpContext, options: dict, x_nchw: Value, kernel: tuple[int, int]
         raise ModelFormatError(f"padding {padding} is neither SAME nor VALID")
     begin, end = [0, 0], [0, 0]
     if padding == _SAME:
-        for i, size in enumerate(x_nchw.type.shape[2:]):
+        for i, size in enumerate(spatial):
             out = -(-size // strides[i])
             total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
             begin[i], end[i] = total // 2, total - total // 2
@@ -106,7 +106,7 @@ def bias(ctx: OpContext, k: int, channels: int) -> Value | None:
 
 def conv(ctx: OpContext, x: Value, w_oihw: np.ndarray, options: dict, group: int) -> None:
     """Conv on NCHW `x` with OIHW weights, bias input 2, fused activation; bind NHWC output."""
-    attrs = window(ctx, options, x, w_oihw.shape[2:])
+    attrs = window(ctx, options, x.type.shape[2:], w_oihw.shape[2:])
     b = bias(ctx, 2, w_oihw.shape[0])
     y = ctx.emit("Conv", [x, ctx.constant(w_oihw, dt.F32), b], group=group, **attrs)
     y = activation(ctx, y, options["FusedActivationFunction"])
@@ -154,7 +154,7 @@ def hybrid_conv(ctx: OpContext, x: Value, t: TflTensor, options: dict, group: in
     xq = ctx.emit("Clip", [rounded, f32(-127), f32(127)])
     w = t.data.astype(np.float32).transpose(0, 3, 1, 2)
     acc = ctx.emit("Conv", [xq, ctx.constant(w, dt.F32)], group=1,
-                   **window(ctx, options, x, w.shape[2:]))
+                   **window(ctx, options, x.type.shape[2:], w.shape[2:]))
     scale = ctx.emit("Mul", [ctx.emit("Div", [peak, f32(127)]), f32(q.scale[0])])
     y = ctx.emit("Mul", [acc, scale])
     b = bias(ctx, 2, w.shape[0])
@@ -185,7 +185,7 @@ def pool_2d(ctx: OpContext) -> None:
     kernel = (options["FilterHeight"], options["FilterWidth"])
     op = "AveragePool" if ctx.op.opcode == "AVERAGE_POOL_2D" else "MaxPool"
     # TFLite averages over the taps inside the input: count_include_pad=0, ONNX's default.
-    y = ctx.emit(op, [x], **window(ctx, options, x, kernel, dilated=False))
+    y = ctx.emit(op, [x], **window(ctx, options, x.type.shape[2:], kernel, dilated=False))
     y = activation(ctx, y, options["FusedActivationFunction"])
     ctx.bind(ctx.emit("Transpose", [y], perm=NCHW_TO_NHWC))
 
@@ -267,11 +267,13 @@ def rsqrt(ctx: OpContext) -> None:
 
 @converts("QUANTIZE", "DEQUANTIZE")
 def requantize(ctx: OpContext) -> None:
-    """Float-to-float only (a no-op), and float16 constants dequantized to float32."""
+    """Float-to-float (a no-op), float16 constants dequantized to float32, and quantized
+    constants dequantized (operators on run-time quantized tensors are in tflite_qops.py)."""
     ctx.arity(1)
     src, out = ctx.tensor(0), ctx.out_tensor()
-    if src is None or src.quantization is not None or out.quantization is not None:
-        raise UnsupportedError("quantized TFLite models are not supported yet")
+    if src is not None and src.quantization is not None and ctx.op.opcode == "DEQUANTIZE":
+        from ember.frontend.tflite_qops import dequantize
+        return dequantize(ctx)
     x = ctx.input(0)
     if src.type_name == "FLOAT16" and out.type_name == "FLOAT32":
         ctx.bind(ctx.constant(x.const.astype(np.float32), dt.F32) if x.is_const

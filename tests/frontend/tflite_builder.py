@@ -3,6 +3,7 @@
     m = TflBuilder()
     x = m.tensor([1, 4, 4, 3])                       # a run-time tensor
     w = m.tensor(data=weights)                       # a constant (its buffer holds the data)
+    q = m.tensor([1, 4], np.int8, quant=([0.5], [-3]))   # quantized: (scales, zero points[, axis])
     y = m.tensor([1, 4, 4, 8])
     m.op("CONV_2D", [x, w, -1], [y], "Conv2DOptions", Padding=0, StrideW=1, StrideH=1)
     data = m.finish(inputs=[x], outputs=[y])
@@ -29,7 +30,7 @@ class _Tensor:
     type: int
     buffer: int
     name: str
-    quant: tuple[list[float], list[int]] | None
+    quant: tuple | None      # (scales, zero points[, quantized dimension])
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TflBuilder:
 
     def tensor(self, shape: list[int] | None = None, dtype: Any = np.float32,
                data: np.ndarray | None = None, name: str = "",
-               quant: tuple[list[float], list[int]] | None = None) -> int:
+               quant: tuple | None = None) -> int:
         buffer = 0
         if data is not None:
             data = np.ascontiguousarray(data)
@@ -107,6 +108,8 @@ class TflBuilder:
             tflite.QuantizationParametersStart(b)
             tflite.QuantizationParametersAddScale(b, scale)
             tflite.QuantizationParametersAddZeroPoint(b, zero)
+            if len(t.quant) > 2:
+                tflite.QuantizationParametersAddQuantizedDimension(b, t.quant[2])
             quant = tflite.QuantizationParametersEnd(b)
         tflite.TensorStart(b)
         tflite.TensorAddShape(b, shape)

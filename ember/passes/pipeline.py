@@ -15,10 +15,9 @@ Order, and why:
   6. eliminate-dead                   drop what the folds orphaned, before fusion counts readers.
   7. fuse-epilogues                   bias, activation and residual ops into Conv/Gemm/MatMul
                                       kernels first: a kernel's epilogue beats a separate loop.
-  8. fold-transposes                  Transposes into the MatMul/Gemm reading them (strided
-                                      operands), once eliminate-dead left the final readers; no
-                                      fusion looks through a Transpose, so fusing first or
-                                      after changes nothing there.
+  8. fold-transposes                  a Transpose read only by MatMul/Gemm becomes their strided
+                                      read: after eliminate-dead, so its readers are final (no
+                                      fusion crosses a Transpose, so fusing first is the same).
   9. fuse-elementwise                 the elementwise chains still left become single loops.
 
 opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 2, 5); 2 and 3 run everything.

@@ -21,6 +21,7 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
+from ember.ops.conv_winograd import emit_conv_winograd, winograd_applies
 from ember.ops.depthwise import emit_depthwise, is_depthwise
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
@@ -117,6 +118,9 @@ class Conv(OpDef):
         g = conv_geometry(node)
         if is_depthwise(g) and node.inputs[0].type.dtype == dt.F32:
             emit_depthwise(ctx, g)
+            return
+        if winograd_applies(node, g):
+            emit_conv_winograd(ctx, g)
             return
         if conv_gemm_applies(node, g):
             emit_conv_gemm(ctx, g)

@@ -1,0 +1,306 @@
+"""Winograd F(4x4, 3x3) convolution: float32 NCHW, 3x3 kernel, stride 1, dilation 1, one group.
+
+Each 4x4 block ("tile") of an output plane comes from the 6x6 input patch d under it:
+
+    Y = A^T [ sum over input channels of U (.) V ] A,    U = G g G^T,  V = B^T d B
+
+so a channel pair costs 36 multiplies per tile, 2.25 per output where a direct convolution
+needs 9. U (per output x input channel, 36 values) is computed at compile time and laid out as
+36 matrices U[xi] (Cout x Cin), each packed for the GEMM. Per image, at run time:
+  1. input transform: V[xi][c][t] = (B^T d B)[xi] for input channel c and tile t (patches
+     reach into the padding and past the image's end: zeros there), written straight in the
+     GEMM's packed-B layout (16-tile panels), so the GEMM packs neither operand;
+  2. 36 GEMMs M[xi] (Cout x T) = U[xi] . V[xi] (Cin x T), one batch of the packed GEMM;
+  3. output transform: Y = A^T M A per (output channel, tile), plus the bias; each output element
+     inside the plane goes out through ctx.store (fused epilogue).
+The transforms split each plane by row and column phase (y mod 4, x mod 4), so that one element
+of every tile's patch is one contiguous run, and then work on all the plane's tiles at once:
+GCC vectorizes them across tiles. They split over channels when the schedule has threads.
+
+Interpolation points 0, 1, -1, 1/2, -2 (and infinity): the max error of a fp32 F(4, 3) is about
+half of what the usual 0, +-1, +-2 give (Barabasz et al., "Error analysis and improving the
+accuracy of Winograd convolution", 2020); B and A then still hold only dyadic fractions.
+
+Transforms mix a tile's inputs, so one Inf or NaN would turn a whole tile (and its neighbours')
+to NaN where a direct convolution keeps most outputs finite. The input transform notes any
+input that is not finite (or so large the transforms could overflow); the GEMM convolution then
+computes the whole batch instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction as Fr
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ember.graph import dtypes as dt
+from ember.graph.ir import Node
+from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
+from ember.lower.schedule import gemm_tiles
+from ember.ops.conv_gemm import emit_conv_gemm
+from ember.render.cwriter import CWriter
+
+if TYPE_CHECKING:
+    from ember.ops.conv import ConvGeometry
+
+TILE, ALPHA = 4, 6            # outputs per tile side; input patch (and transform) side
+
+_H, _Q = Fr(1, 2), Fr(1, 4)
+#: A^T (4 x 6), G (6 x 3), B^T (6 x 6) for the points above (Cook-Toom construction)
+AT = ((1, 1, 1, 1, 1, 0),
+      (0, 1, -1, _H, -2, 0),
+      (0, 1, 1, _Q, 4, 0),
+      (0, 1, -1, _H * _Q, -8, 1))
+G = ((1, 0, 0),
+     (Fr(1, 3), Fr(1, 3), Fr(1, 3)),
+     (Fr(-1, 3), Fr(1, 3), Fr(-1, 3)),
+     (Fr(-16, 15), Fr(-8, 15), Fr(-4, 15)),
+     (Fr(1, 15), Fr(-2, 15), Fr(4, 15)),
+     (0, 0, 1))
+BT = ((1, -3 * _H, -2, 3 * _H, 1, 0),
+      (0, -1, _H, 5 * _H, 1, 0),
+      (0, 1, -5 * _H, _H, 1, 0),
+      (0, -2, -1, 2, 1, 0),
+      (0, _H, -1, -_H, 1, 0),
+      (0, 1, -3 * _H, -2, 3 * _H, 1))
+
+#: inputs with |x| >= 2^64 (exponent bits at or above this) or not finite take the GEMM path
+_BIG_EXPONENT_BITS = (127 + 64) << 23
+
+
+def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
+    """Whether F(4x4, 3x3) beats the GEMM convolution (measured on a 2-core Zen 1, single
+    thread; see the module docstring of tools/bench_winograd.py): the GEMM over tiles needs
+    tiles enough to fill its 16-wide panels, and channels enough that the transforms (work per
+    channel and tile) stay small next to the products (work per channel pair and tile)."""
+    tiles = -(-oh // TILE) * -(-ow // TILE)
+    return tiles >= 16 and min(cin, cout) >= 16
+
+
+def winograd_applies(node: Node, g: ConvGeometry) -> bool:
+    """A float32 2-D 3x3 stride-1 convolution with constant, finite weights where it pays."""
+    win, weights = g.window, node.inputs[1]
+    return (not g.transposed and node.inputs[0].type.dtype is dt.F32 and len(g.in_sp) == 2
+            and win.kernel == (3, 3) and win.strides == (1, 1) and win.dilations == (1, 1)
+            and g.groups == 1 and g.batch > 0 and weights.is_const
+            and bool(np.isfinite(weights.const).all())
+            and winograd_pays(g.in_channels, g.out_channels, *g.out_sp))
+
+
+def winograd_weights(w: np.ndarray) -> np.ndarray:
+    """U[xi][o][c] = (G w[o, c] G^T)[xi] for weights (Cout, Cin, 3, 3), computed in float64."""
+    gm = np.array(G, dtype=np.float64)
+    u = np.einsum("ai,ocij,bj->aboc", gm, w.astype(np.float64), gm)
+    return u.reshape(ALPHA * ALPHA, w.shape[0], w.shape[1])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Sizes of one image's tiles and of the buffers the transforms use (in floats)."""
+    g: ConvGeometry
+
+    @property
+    def th(self) -> int:
+        return -(-self.g.out_sp[0] // TILE)
+
+    @property
+    def tw(self) -> int:
+        return -(-self.g.out_sp[1] // TILE)
+
+    @property
+    def tiles(self) -> int:
+        return self.th * self.tw
+
+    @property
+    def tiles_padded(self) -> int:
+        """Tiles rounded up to whole GEMM panels (NR = 16 columns)."""
+        return -(-self.tiles // _NR) * _NR
+
+    @property
+    def row(self) -> int:
+        """A zero-padded input row under one tile row: 4 columns a tile and the 2 past them."""
+        return TILE * self.tw + 2
+
+    @property
+    def p_row(self) -> int:
+        """P[r][p] (rows y = 4*ty + r, columns x = 4*tx + p), one more tile row than the image,
+        then zeros past the padded tiles' reach (a flat pass over t reads P at t and t + TW)."""
+        return _round8(self.tiles_padded + self.tw)
+
+    def input_work(self) -> tuple[int, int, int, int]:
+        """Offsets of pr, P, Pc, E in a thread's work space, and its size."""
+        p = _round8(self.row)
+        pc = p + 16 * self.p_row
+        e = pc + _round8(8 * (self.th + 1))
+        return p, pc, e, e + 36 * self.tiles_padded
+
+    def output_work(self) -> int:
+        return 40 * self.tiles + TILE * self.tw
+
+
+_NR = 16        # columns of the GEMM's B panels (gemm_tiles: two 8-float vectors)
+
+
+def _round8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
+    w: CWriter = ctx.w
+    plan = _Plan(g)
+    cin, cout, tiles, xis = g.in_channels, g.out_channels, plan.tiles, ALPHA * ALPHA
+    t = gemm_tiles(ctx.schedule, cout, tiles, cin, xis)
+    assert t.nr == _NR, "V is written in the GEMM's packed-B layout"
+    u = winograd_weights(ctx.node.inputs[1].const)
+    packed = np.concatenate([pack_a(u[xi], t.mr) for xi in range(xis)])
+    a = PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + xi*{cout * cin})")
+    b = PackedConst(f"(wv + xi*{cin * plan.tiles_padded})")
+    gemm = BlockedGemm(cout, tiles, cin, (("xi", xis),), a, b, f"wm + xi*{cout * tiles}", tiles)
+    # Any scratch the GEMM asks for (none with both operands packed) stays at the start of
+    # scratch; V, M and the transforms' per-thread buffers follow.
+    gemm_code = CWriter()
+    ctx.w = gemm_code
+    try:
+        emit_blocked_gemm(ctx, gemm, t, None)
+    finally:
+        ctx.w = w
+    gemm_floats = -(-ctx.scratch_bytes // 64) * 16
+    work = max(plan.input_work()[-1], plan.output_work())
+    threads = ctx.schedule.threads
+    v_floats, m_floats = xis * cin * plan.tiles_padded, xis * cout * tiles
+    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + threads * work))
+
+    # The input transform of each image raises `big` (see the module docstring) before the
+    # image's products; the GEMM convolution then redoes the whole batch (out0 aliases no input).
+    w.line("uint32_t big = 0;")
+    w.line(f"float *restrict wv = (float *)scratch + {gemm_floats};   /* V[36][T/16][Cin][16] */")
+    w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
+    w.line(f"float *restrict work = wm + {m_floats};   /* per thread */")
+    with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
+        _emit_input_transform(ctx, plan, threads, work)
+        w.line("if (big) break;")
+        w.lines(gemm_code.text())
+        _emit_output_transform(ctx, plan, threads, work)
+    with w.block("if (big)"):
+        emit_conv_gemm(ctx, g)
+
+
+def _combo(coefs, terms: list[str]) -> str:
+    """sum of coef * term as a C float expression (zero coefficients left out)."""
+    parts = []
+    for c, term in zip(coefs, terms):
+        if c:
+            sign = "-" if c < 0 else "+"
+            parts.append(f"{sign} {term}" if abs(c) == 1 else f"{sign} {float(abs(c))!r}f*{term}")
+    return " ".join(parts).removeprefix("+ ")
+
+
+def _emit_apply(w: CWriter, matrix, load, store) -> None:
+    """store(i) = sum over k of matrix[i][k] * load(k): loads into locals, one line per row."""
+    cols = len(matrix[0])
+    w.line("const float " + ", ".join(f"s{k} = {load(k)}" for k in range(cols)) + ";")
+    for i, row in enumerate(matrix):
+        w.line(f"{store(i)} = {_combo(row, [f's{k}' for k in range(cols)])};")
+
+
+def _thread_buffer(w: CWriter, threads: int, trips: int, work: int, clause: str = "") -> str:
+    """Mark the next channel loop parallel (with an OpenMP `clause`) when the schedule has
+    threads; returns the line pointing `buf` at the thread's share of the transforms' work
+    space, to open that loop's body."""
+    if threads <= 1 or trips <= 1:
+        return "float *restrict buf = work;"
+    w.line("extern int omp_get_thread_num(void);")
+    w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static) {clause}")
+    return f"float *restrict buf = work + (int64_t)omp_get_thread_num()*{work};"
+
+
+def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
+    """V for every input channel c of image n, in passes over one channel:
+    1. split the zero-padded image by row and column phase: P[r][p][ty*TW + tx] is row
+       4*ty + r, column 4*tx + p, so column q < 4 of every tile's patch is a contiguous run
+       of P (rows 4, 5 of a patch are the next tile row's 0, 1); Pc holds the columns 4*TW
+       and 4*TW + 1 past the last tiles;
+    2. B^T down the patch rows: E[i][q][t] = sum over r of BT[i][r] * (row r, column q of
+       tile t), for q < 4 from P; columns q = 4, 5 are the next tile's 0, 1, shifted in from
+       E[i][q - 4], except at a row's last tile, computed from Pc;
+    3. B along the patch columns: V[i*6 + j][t] from E[i][0..5][t].
+    Passes 2 and 3 run over all tiles at once and vectorize; V goes out in the GEMM's packed-B
+    layout (16-tile panels), the padding tiles' columns zero."""
+    w: CWriter = ctx.w
+    g = plan.g
+    cin, (h, wd) = g.in_channels, g.in_sp
+    py, px = g.window.pads_begin
+    th, tw, tp = plan.th, plan.tw, plan.tiles_padded
+    rp, hp = plan.p_row, th + 1
+    at_p, at_pc, at_e, _ = plan.input_work()
+    lo, hi = min(px, plan.row), min(px + wd, plan.row)      # where image columns land in pr
+    buffer_line = _thread_buffer(w, threads, cin, work, "reduction(|:big)")
+    with w.block(f"for (int64_t c = 0; c < {cin}; ++c)"):
+        w.line(buffer_line)
+        w.line(f"float *restrict pr = buf, *restrict P = buf + {at_p}, *restrict Pc = buf + "
+               f"{at_pc}, *restrict E = buf + {at_e};")
+        w.line(f"const float *restrict xc = {ctx.ins[0]} + (n*{cin} + c)*{h * wd};")
+        w.line(f"for (int64_t k = 0; k < {plan.row}; ++k) pr[k] = 0.0f;")
+        w.line(f"for (int64_t k = 0; k < 16; ++k) for (int64_t z = {hp * tw}; z < {rp}; ++z) "
+               f"P[k*{rp} + z] = 0.0f;")
+        with w.block(f"for (int64_t y = 0; y < {TILE * hp}; ++y)"):
+            w.line(f"const int64_t iy = y - {py};")
+            w.line(f"float *restrict dst = P + y % 4 * {4 * rp} + y / 4 * {tw};")
+            w.line(f"float *restrict dc = Pc + y % 4 * {2 * hp} + y / 4;")
+            with w.block(f"if (iy < 0 || iy >= {h})"):
+                w.line(f"for (int64_t p = 0; p < 4; ++p) for (int64_t q = 0; q < {tw}; ++q) "
+                       f"dst[p*{rp} + q] = 0.0f;")
+                w.line(f"dc[0] = dc[{hp}] = 0.0f;")
+                w.line("continue;")
+            if hi > lo:
+                w.line(f"memcpy(pr + {lo}, xc + iy*{wd}, {4 * (hi - lo)});")
+                with w.block(f"for (int64_t k = {lo}; k < {hi}; ++k)"):
+                    w.line("uint32_t bits; memcpy(&bits, pr + k, 4);")
+                    w.line(f"big |= (uint32_t)((bits & 0x7f800000u) >= {_BIG_EXPONENT_BITS:#x}u);")
+            w.line(f"for (int64_t q = 0; q < {tw}; ++q) for (int64_t p = 0; p < 4; ++p) "
+                   f"dst[p*{rp} + q] = pr[q*4 + p];")
+            w.line(f"dc[0] = pr[{TILE * tw}]; dc[{hp}] = pr[{TILE * tw + 1}];")
+        with w.block(f"for (int64_t q = 0; q < 4; ++q) for (int64_t t = 0; t < {tp}; ++t)"):
+            _emit_apply(w, BT, lambda r: f"P[{r % 4 * 4 * rp} + q*{rp} + t + {r // 4 * tw}]",
+                        lambda i: f"E[{i * 6 * tp} + q*{tp} + t]")
+        w.line(f"for (int64_t i = 0; i < 6; ++i) for (int64_t q = 4; q < 6; ++q) "
+               f"for (int64_t t = 0; t < {tp}; ++t) E[(i*6 + q)*{tp} + t] = "
+               f"t + 1 < {tp} ? E[(i*6 + q - 4)*{tp} + t + 1] : 0.0f;")
+        with w.block(f"for (int64_t q = 0; q < 2; ++q) for (int64_t ty = 0; ty < {th}; ++ty)"):
+            _emit_apply(w, BT, lambda r: f"Pc[{r % 4 * 2 * hp} + q*{hp} + ty + {r // 4}]",
+                        lambda i: f"E[{(i * 6 + 4) * tp} + q*{tp} + ty*{tw} + {tw - 1}]")
+        with w.block(f"for (int64_t i = 0; i < 6; ++i) for (int64_t tq = 0; tq < {tp // _NR}; "
+                     f"++tq) for (int64_t l = 0; l < {_NR}; ++l)"):
+            _emit_apply(w, BT, lambda q: f"E[(i*6 + {q})*{tp} + tq*{_NR} + l]",
+                        lambda j: f"wv[((i*6 + {j})*{tp // _NR} + tq)*{cin * _NR} + c*{_NR} + l]")
+
+
+def _emit_output_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
+    """Y for every output channel co of image n: A^T along the patch columns of M into
+    tm[i][b][t], then A down the rows into Y[a][b][t] (both over all tiles at once); then each
+    output row, gathered from Y's four column phases into `row`, goes out through ctx.store
+    with the bias."""
+    w: CWriter = ctx.w
+    g = plan.g
+    cout, (oh, ow) = g.out_channels, g.out_sp
+    tw, tiles = plan.tw, plan.tiles
+    bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
+    buffer_line = _thread_buffer(w, threads, cout, work)
+    with w.block(f"for (int64_t co = 0; co < {cout}; ++co)"):
+        w.line(buffer_line)
+        w.line(f"float *restrict tm = buf, *restrict Y = buf + {24 * tiles}, "
+               f"*restrict row = buf + {40 * tiles};")
+        with w.block(f"for (int64_t i = 0; i < 6; ++i) for (int64_t t = 0; t < {tiles}; ++t)"):
+            _emit_apply(w, AT, lambda j: f"wm[((i*6 + {j})*{cout} + co)*{tiles} + t]",
+                        lambda b: f"tm[(i*4 + {b})*{tiles} + t]")
+        with w.block(f"for (int64_t b = 0; b < 4; ++b) for (int64_t t = 0; t < {tiles}; ++t)"):
+            _emit_apply(w, AT, lambda i: f"tm[({i * 4} + b)*{tiles} + t]",
+                        lambda a: f"Y[({a * 4} + b)*{tiles} + t]")
+        with w.block(f"for (int64_t oy = 0; oy < {oh}; ++oy)"):
+            w.line(f"const float *restrict ya = Y + oy % 4 * {4 * tiles} + oy / 4 * {tw};")
+            w.line(f"for (int64_t tx = 0; tx < {tw}; ++tx) for (int64_t b = 0; b < 4; ++b) "
+                   f"row[tx*4 + b] = ya[b*{tiles} + tx];")
+            with w.block(f"for (int64_t ox = 0; ox < {ow}; ++ox)"):
+                ctx.store(["n", "co", "oy", "ox"], f"((n*{cout} + co)*{oh} + oy)*{ow} + ox",
+                          f"(row[ox]{bias})")

@@ -26,7 +26,7 @@ from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr
 from ember.ops.quant import (FCLAMP_C, FIXED_POINT_C, emit_quantize_value, mbqm, tfl_check,
                              tfl_params)
-from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.registry import OpDef, fail, register_op, unsupported
 from ember.ops.window import Window, check_kernel, sliding_window, spatial_rank
 
 _Q8 = (dt.I8, dt.U8)
@@ -147,7 +147,8 @@ def _check_scale(node: Node, k: int, count: int, what: str) -> None:
     if v is None:
         raise fail(node, f"needs input {k} ({what})")
     if v.type.dtype != dt.F32:
-        raise fail(node, f"{what} must be float32, got {v.type.dtype}")
+        make = unsupported if v.type.dtype.is_float else fail
+        raise make(node, f"{what} of element type {v.type.dtype} is not supported (float32 is)")
     if v.type.size not in (1, count) or (v.type.size != 1 and v.type.rank != 1):
         raise fail(node, f"{what} must hold 1 or {count} values, got {v.type}")
 
@@ -283,7 +284,7 @@ class MatMulInteger(OpDef):
         value = "acc" if node.op == "MatMulInteger" else _requantize(node, ctx, (1, 4, 6), "j", 7)
         with w.loops(p.batch, "b") as bv:
             w.line(f"const int64_t ao = {offset_expr(bv, p.a_batch)}, "
-                   f"bo = {offset_expr(bv, p.b_batch)}, yo = {_flat(bv, p.batch)} * {p.m * p.n};")
+                   f"bo = {offset_expr(bv, p.b_batch)}, yo = ({_flat(bv, p.batch)}) * {p.m * p.n};")
             w.line("(void)ao; (void)bo;")
             with w.block(f"for (int64_t i = 0; i < {p.m}; ++i)"):
                 with w.block(f"for (int64_t j = 0; j < {p.n}; ++j)"):

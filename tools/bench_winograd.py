@@ -1,7 +1,7 @@
 """Time 3x3 stride-1 convs as Winograd F(4x4, 3x3) and as the GEMM convolution against
 onnxruntime (one thread each): the measurements behind `winograd_pays`.
 
-    .venv/bin/python tools/bench_winograd.py [--runs 40] [--threads 1] [--shapes 64x56,16x32]
+    .venv/bin/python tools/bench_winograd.py [--runs 40] [--threads 1] [--shapes 64x56,16x32x32]
 
 Each case is a one-node model, Conv (pads 1, with bias), compiled twice by Ember (Winograd
 forced on, then off). Times are CPU time of the calling thread (time.thread_time, robust while
@@ -21,17 +21,17 @@ from onnx import helper, numpy_helper
 import ember
 from ember.ops import conv_winograd
 
-# (channels, plane side): ResNet-18's stages, ResNet-8's, the VGG block's
-SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7), (16, 32), (32, 16), (64, 8), (64, 32),
-          (128, 16)]
+# (input channels, output channels, plane side): ResNet-18's stages, ResNet-8's, the VGG block's
+SHAPES = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (16, 16, 32),
+          (32, 32, 16), (64, 64, 8), (64, 64, 32), (64, 128, 16), (128, 128, 16)]
 
 
-def conv_model(channels: int, side: int, rng) -> onnx.ModelProto:
-    w = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) / (3 * channels**0.5)
-    b = rng.standard_normal(channels).astype(np.float32)
+def conv_model(cin: int, cout: int, side: int, rng) -> onnx.ModelProto:
+    w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) / (3 * cin**0.5)
+    b = rng.standard_normal(cout).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "conv",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (1, channels, side, side))],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (1, cin, side, side))],
         [onnx.ValueInfoProto(name="y")],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -53,9 +53,9 @@ def cpu_ms(call) -> float:
     return (time.thread_time() - start) * 1e3
 
 
-def bench(channels: int, side: int, runs: int, threads: int, rng) -> dict[str, float]:
-    model = conv_model(channels, side, rng)
-    feeds = {"x": rng.standard_normal((1, channels, side, side)).astype(np.float32)}
+def bench(cin: int, cout: int, side: int, runs: int, threads: int, rng) -> dict[str, float]:
+    model = conv_model(cin, cout, side, rng)
+    feeds = {"x": rng.standard_normal((1, cin, side, side)).astype(np.float32)}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -77,19 +77,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--shapes", help="CxS,... (channels x plane side); default: the zoo's")
+    parser.add_argument("--shapes", help="CINxCOUTxSIDE or CxSIDE, comma-separated; "
+                                         "default: the zoo's")
     args = parser.parse_args()
-    shapes = ([tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-              if args.shapes else SHAPES)
+    shapes = SHAPES
+    if args.shapes:
+        dims = [[int(v) for v in s.split("x")] for s in args.shapes.split(",")]
+        shapes = [(d[0], d[0], d[1]) if len(d) == 2 else tuple(d) for d in dims]
     rng = np.random.default_rng(0)
-    print(f"{'shape':>12} {'winograd':>9} {'gemm':>9} {'ort':>9}  (ms)  picked  GFLOP/s w/g/o")
-    for channels, side in shapes:
-        t = bench(channels, side, args.runs, args.threads, rng)
-        gflop = 2 * channels * channels * 9 * side * side / 1e6
-        picked = "W" if conv_winograd.winograd_pays(channels, channels, side, side) else "G"
+    print(f"{'cin>cout side':>14} {'winograd':>9} {'gemm':>8} {'ort':>8}  ms  picked  "
+          "GFLOP/s w/g/o")
+    for cin, cout, side in shapes:
+        t = bench(cin, cout, side, args.runs, args.threads, rng)
+        gflop = 2 * cin * cout * 9 * side * side / 1e6
+        picked = "W" if conv_winograd.winograd_pays(cin, cout, side, side) else "G"
         rates = "/".join(f"{gflop / t[k]:.0f}" for k in ("winograd", "gemm", "onnxruntime"))
-        print(f"{channels:>5}x{side}x{side:<3} {t['winograd']:9.3f} {t['gemm']:9.3f} "
-              f"{t['onnxruntime']:9.3f}  {'':4}  {picked:>6}  {rates}", flush=True)
+        print(f"{f'{cin}>{cout} {side}x{side}':>14} {t['winograd']:9.3f} {t['gemm']:8.3f} "
+              f"{t['onnxruntime']:8.3f}      {picked:>6}  {rates}", flush=True)
 
 
 if __name__ == "__main__":

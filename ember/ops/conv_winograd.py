@@ -65,17 +65,23 @@ BT = ((1, -3 * _H, -2, 3 * _H, 1, 0),
       (0, _H, -1, -_H, 1, 0),
       (0, 1, -3 * _H, -2, 3 * _H, 1))
 
+_NR = 16        # columns of the GEMM's B panels (gemm_tiles: two 8-float vectors)
+
 #: inputs with |x| >= 2^64 (exponent bits at or above this) or not finite take the GEMM path
 _BIG_EXPONENT_BITS = (127 + 64) << 23
 
 
 def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
-    """Whether F(4x4, 3x3) beats the GEMM convolution (measured on a 2-core Zen 1, single
-    thread; see the module docstring of tools/bench_winograd.py): the GEMM over tiles needs
-    tiles enough to fill its 16-wide panels, and channels enough that the transforms (work per
-    channel and tile) stay small next to the products (work per channel pair and tile)."""
-    tiles = -(-oh // TILE) * -(-ow // TILE)
-    return tiles >= 16 and min(cin, cout) >= 16
+    """Whether F(4x4, 3x3) beats the GEMM convolution. It saves multiplies (9 per output
+    against 36 per tile, the tiles counted in whole 16-tile GEMM panels: a 7x7 or 8x8 plane
+    saves none), and spends transform work per channel and tile, which is small next to the
+    products' (per channel pair and tile) only with channels enough: the cost of the
+    transforms is about 14 multiply-adds of the GEMM per channel. Fitted on a Zen 1 core,
+    single thread (tools/bench_winograd.py): Winograd wins 1.2-2.9x where this picks it,
+    loses or ties where it does not."""
+    panels = -(-(-(-oh // TILE) * -(-ow // TILE)) // _NR)
+    saving = 9 * oh * ow / (ALPHA * ALPHA * _NR * panels)
+    return saving > 1 + 14 * (1 / cin + 1 / cout)
 
 
 def winograd_applies(node: Node, g: ConvGeometry) -> bool:
@@ -137,9 +143,6 @@ class _Plan:
 
     def output_work(self) -> int:
         return 40 * self.tiles + TILE * self.tw
-
-
-_NR = 16        # columns of the GEMM's B panels (gemm_tiles: two 8-float vectors)
 
 
 def _round8(n: int) -> int:

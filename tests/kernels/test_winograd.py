@@ -156,8 +156,10 @@ def test_runtime_or_non_finite_weights_keep_the_gemm_conv(rng, forced):
 
 @pytest.mark.parametrize("shape,picked", [
     ((64, 64, 56, 56), True), ((128, 128, 28, 28), True), ((256, 256, 14, 14), True),
-    ((512, 512, 7, 7), False), ((16, 16, 32, 32), True), ((3, 16, 32, 32), False),
-    ((64, 64, 8, 8), False),
+    ((512, 512, 7, 7), False), ((16, 16, 32, 32), True), ((32, 32, 16, 16), True),
+    ((64, 64, 8, 8), False), ((3, 16, 32, 32), False), ((16, 16, 12, 12), False),
+    ((32, 32, 12, 12), True), ((8, 8, 16, 16), False),
 ])
-def test_heuristic_on_zoo_shapes(shape, picked):
+def test_heuristic_on_measured_shapes(shape, picked):
+    """Where tools/bench_winograd.py measured Winograd faster (or not) than the GEMM conv."""
     assert conv_winograd.winograd_pays(*shape) == picked

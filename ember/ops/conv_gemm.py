@@ -3,7 +3,7 @@
 For each image and group, out[m, (oy, ox)] = sum over k = (c, ky, kx) of W[m, k] * X'[k, (oy, ox)]:
 M = output channels of the group, N = output positions, K = input channels x kernel taps.
 The weights are A, packed at compile time. B, the im2col matrix, is never materialized whole:
-  - a 1x1 stride-1 convolution reads the input itself as B (packed as a plain copy);
+  - a 1x1 stride-1 convolution reads the input itself as B, in place;
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
     contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
   - any other is packed one kc x nc block at a time from the image (Im2col).
@@ -87,8 +87,11 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
     n = d.oh * d.ow
     t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
-    b = (Strided(image, d.h * d.w, 1) if pointwise
-         else Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow))
+    if pointwise:        # B is the image itself: row c at c*H*W
+        rows = np.arange(cg, dtype=np.int64) * (d.h * d.w)
+        b = RowOffsets(image, ctx.pack_constant(rows), tail_readable=False)
+    else:
+        b = Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow)
     out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
     gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
                        out, n)

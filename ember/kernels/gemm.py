@@ -78,7 +78,7 @@ class BlockedGemm:
     n: int
     k: int
     batch: tuple[tuple[str, int], ...]     # (C loop variable, extent) of each batch dim
-    a: PackedConst | Strided
+    a: PackedConst | Strided | Im2col      # Im2col as A: its transpose (positions x taps)
     b: PackedConst | Strided | Im2col | RowOffsets
     out: str                               # float pointer to out[0, 0] of a batch item
     ldc: int                               # its row stride
@@ -182,7 +182,12 @@ def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
     if isinstance(a, PackedConst):
         w.line(f"const float *restrict ap = {a.name} + ic*{k};")
         return f"{k * t.mr}"
-    w.line(f"ember_pack_a_{t.mr}(mc, kc, {a.base} + ic*{a.rs} + pc*{a.cs}, {a.rs}, {a.cs}, apack);")
+    if isinstance(a, Im2col):         # as A: the im2col matrix transposed (positions x taps)
+        w.line(f"ember_pack_im2col_a_{t.mr}({a.base}, {a.h}, {a.w}, {a.kh}, {a.kw}, {a.sy}, "
+               f"{a.sx}, {a.dy}, {a.dx}, {a.py}, {a.px}, {a.ow}, ic, mc, pc, kc, apack);")
+    else:
+        w.line(f"ember_pack_a_{t.mr}(mc, kc, {a.base} + ic*{a.rs} + pc*{a.cs}, {a.rs}, {a.cs}, "
+               "apack);")
     w.line("const float *restrict ap = apack;")
     return f"kc*{t.mr}"
 

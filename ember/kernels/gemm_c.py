@@ -105,6 +105,27 @@ static void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict sr
     }}
 }}
 
+/* Pack the transposed implicit im2col matrix of a 2-D convolution into MR-row panels: row i =
+ * output position (oy, ox) of [i0, i0 + mc), column k = (c, ky, kx) of [k0, k0 + kc), zero
+ * outside the image. Per element index math: used where positions are few and channels many,
+ * so packing is a small share of the work. */
+static void ember_pack_im2col_a_{t.mr}(const float *restrict x, int64_t H, int64_t W,
+        int64_t KH, int64_t KW, int64_t sy, int64_t sx, int64_t dy, int64_t dx, int64_t py,
+        int64_t px, int64_t OW, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+        float *restrict dst) {{
+    for (int64_t p0 = 0; p0 < mc; p0 += {t.mr}, dst += kc*{t.mr}) {{
+        const int64_t mr = mc - p0 < {t.mr} ? mc - p0 : {t.mr};
+        for (int64_t kk = 0; kk < kc; ++kk) {{
+            const int64_t k = k0 + kk, c = k / (KH*KW), ky = k / KW % KH, kx = k % KW;
+            for (int64_t r = 0; r < mr; ++r) {{
+                const int64_t i = i0 + p0 + r, oy = i / OW, ox = i % OW;
+                const int64_t iy = oy*sy + ky*dy - py, ix = ox*sx + kx*dx - px;
+                dst[kk*mr + r] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(c*H + iy)*W + ix] : 0.0f;
+            }}
+        }}
+    }}
+}}
+
 /* Pack the implicit im2col matrix of a 2-D convolution into NR-column panels: row k = (c, ky, kx)
  * of [k0, k0 + kc), column j = output position (oy, ox) of [n0, n0 + nc) (n0 a multiple of NR),
  * value x[c][oy*sy + ky*dy - py][ox*sx + kx*dx - px], zero outside the image. Runs of one output

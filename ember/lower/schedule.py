@@ -73,3 +73,15 @@ def _thread_split(threads: int, m: int, n: int, mr: int, nr: int, batch: int) ->
 
 def _round_up(x: int, to: int) -> int:
     return -(-x // to) * to
+
+
+#: output positions go on the GEMM's M side when that fills the micro-tiles this much better
+_SWAP_GAIN = 0.9
+
+
+def conv_positions_on_m(positions: int, t: GemmTiles) -> bool:
+    """Whether a convolution with few output positions (a 7x7 map) computes out^T: positions
+    then fill mr-row micro-tiles instead of nr-column ones, which they would fill badly."""
+    def use(size: int, panel: int) -> float:
+        return size / (-(-size // panel) * panel)
+    return use(positions, t.nr) < use(positions, t.mr) * _SWAP_GAIN

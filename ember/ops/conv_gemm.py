@@ -6,7 +6,9 @@ The weights are A, packed at compile time. B, the im2col matrix, is never materi
   - a 1x1 stride-1 convolution reads the input itself as B, in place;
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
     contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
-  - any other is packed one kc x nc block at a time from the image (Im2col).
+  - any other is packed one kc x nc block at a time from the image (Im2col);
+  - with few output positions (a 7x7 map) the roles swap: out^T = im2col^T . W^T (positions
+    on M), the weights packed as B, the sums stored transposed (see _emit_swapped).
 Bias and the fused epilogue apply as each micro-tile is finished.
 """
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, Im2col, PackedConst, RowOffsets, Strided,
-                                emit_blocked_gemm, pack_a)
-from ember.lower.schedule import gemm_tiles
+                                emit_blocked_gemm, pack_a, pack_b)
+from ember.lower.schedule import conv_positions_on_m, gemm_tiles
 from ember.ops.window import parallel_for
 
 if TYPE_CHECKING:
@@ -80,12 +82,15 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
     k = cg * d.kh * d.kw
     pointwise = (d.kh, d.kw, d.sy, d.sx, d.py, d.px, d.oh, d.ow) == (1, 1, 1, 1, 0, 0, d.h, d.w)
     hp, wp = d.padded
+    n = d.oh * d.ow
+    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
+    if ctx.node.inputs[1].is_const and conv_positions_on_m(n, t):
+        _emit_swapped(ctx, g, d)
+        return
     if (not pointwise and (d.sy, d.sx) == (1, 1) and ctx.node.inputs[1].is_const
             and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
         _emit_padded_direct(ctx, g, d)
         return
-    n = d.oh * d.ow
-    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
     if pointwise:        # B is the image itself: row c at c*H*W
         rows = np.arange(cg, dtype=np.int64) * (d.h * d.w)
@@ -144,6 +149,47 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
             ctx.store(["n", "mo"] + sp, at, _biased(ctx, g, i, value))
 
     emit_blocked_gemm(ctx, gemm, t, final)
+
+
+def _emit_swapped(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
+    """Few output positions (a 7x7 map), many channels: out^T = im2col^T . W^T, so the
+    positions fill 6-row micro-tiles and the channels 16-column ones, which a 7x7 map would
+    fill badly. The sums land in scratch as [position][channel] and are stored transposed."""
+    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
+    n, k = d.oh * d.ow, cg * d.kh * d.kw
+    t = gemm_tiles(ctx.schedule, n, mg, k, g.batch * g.groups)
+    weights = ctx.node.inputs[1].const.reshape(g.groups, mg, k)
+    packed = np.concatenate([pack_b(weights[i].T, t.nr) for i in range(g.groups)])
+    b = PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + g*{packed.size // g.groups})")
+    image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
+    pointwise = (d.kh, d.kw, d.sy, d.sx, d.py, d.px, d.oh, d.ow) == (1, 1, 1, 1, 0, 0, d.h, d.w)
+    a = (Strided(image, 1, d.h * d.w) if pointwise
+         else Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow))
+    vout_floats = g.batch * g.out_channels * n
+    out = f"vout + (n*{g.out_channels} + g*{mg})*{n}"
+    gemm = BlockedGemm(n, mg, k, (("n", g.batch), ("g", g.groups)), a, b, out, mg)
+    merged = (g.batch, g.out_channels, n)
+    flat = ctx.can_merge(merged)
+    sp = [f"o{s}" for s in range(len(g.out_sp))]
+
+    def final(i: str, j: str, value: str) -> None:
+        value = _biased(ctx, g, j, value)
+        at = f"(n*{g.out_channels} + mo)*{n} + {i}"
+        if flat:
+            ctx.store(["n", "mo", i], at, value, shape=merged)
+            return
+        ctx.w.line(f"const int64_t o0 = {i} / {d.ow}, o1 = {i} % {d.ow};" if len(sp) == 2
+                   else f"const int64_t o0 = {i};")
+        ctx.store(["n", "mo"] + sp, at, value)
+
+    body = ctx.w
+    ctx.w = body.detached()           # the GEMM first: its packing's scratch size is known after
+    emit_blocked_gemm(ctx, gemm, t, final)
+    gemm_floats = _round16(ctx.scratch_bytes // 4)
+    ctx.request_scratch(4 * (gemm_floats + vout_floats))
+    gemm_text, ctx.w = ctx.w.text(), body
+    body.line(f"float *restrict vout = (float *)scratch + {gemm_floats};")
+    body.lines(gemm_text)
 
 
 def _emit_pad_copy(ctx, d: _Geometry2d, images: int, image_floats: int) -> None:

@@ -45,16 +45,13 @@ def render_model(model: LoweredModel, version: str) -> str:
     w.line()
     w.line("static const uint8_t *ember_weights;")
     w.line()
-    support: dict[str, str] = {}
-    for kernel in model.kernels:
-        for key, source in kernel.support.items():
-            support.setdefault(key, source)
-    for source in support.values():
-        w.lines(source)
-        w.line()
-    for kernel in model.kernels:
-        _kernel(w, kernel)
-    _run(w, model)
+    render_kernels(w, model)
+    # Two models loaded from one cached library share its globals, so the host runtime passes
+    # its weights on every call; ember_run keeps the ABI for C callers of one model.
+    with w.block("int ember_run_with(const void *weights, const void *const *inputs, "
+                 "void *const *outputs, void *arena)"):
+        w.line("const uint8_t *W = (const uint8_t *)weights;")
+        render_calls(w, model)
     w.line(f"size_t ember_arena_bytes(void) {{ return {model.arena_bytes}u; }}")
     w.line(f"size_t ember_weight_bytes(void) {{ return {len(model.weights)}u; }}")
     w.line(f"int ember_num_inputs(void) {{ return {len(model.inputs)}; }}")
@@ -81,7 +78,23 @@ def _kernel(w: CWriter, kernel: Kernel) -> None:
     w.line()
 
 
-def _run(w: CWriter, model: LoweredModel) -> None:
+def render_kernels(w: CWriter, model: LoweredModel) -> None:
+    """The shared C routines the kernels call (each once), then one function per kernel.
+    Shared by the host library and `ember export`'s model.c."""
+    support: dict[str, str] = {}
+    for kernel in model.kernels:
+        for key, source in kernel.support.items():
+            support.setdefault(key, source)
+    for source in support.values():
+        w.lines(source)
+        w.line()
+    for kernel in model.kernels:
+        _kernel(w, kernel)
+
+
+def render_calls(w: CWriter, model: LoweredModel) -> None:
+    """The body of a run function: every kernel call in order, the output copies, `return 0`.
+    Expects in scope `const uint8_t *W` (the weights blob), `arena`, `inputs` and `outputs`."""
     inputs = {v.id: k for k, v in enumerate(model.inputs)}
     home: dict[int, int] = {}          # output value id -> the first output slot holding it
     for k, v in enumerate(model.outputs):
@@ -101,23 +114,18 @@ def _run(w: CWriter, model: LoweredModel) -> None:
             return f"((const {t} *)(W + {model.weight_offsets[v.id]}))"
         return f"(({t} *)(A + {model.plan.offsets[v.id]}))"
 
-    # Two models loaded from one cached library share its globals, so the host runtime passes
-    # its weights on every call; ember_run keeps the ABI for C callers of one model.
-    with w.block("int ember_run_with(const void *weights, const void *const *inputs, "
-                 "void *const *outputs, void *arena)"):
-        w.line("const uint8_t *W = (const uint8_t *)weights;")
-        w.line("uint8_t *A = (uint8_t *)arena;")
-        w.line("(void)W; (void)A; (void)inputs; (void)outputs;")
-        for k, kernel in enumerate(model.kernels):
-            args = [where(v) for v in kernel.inputs if v is not None]
-            args += [where(v) for v in kernel.outputs]
-            args += [f"((const {_C_TYPES[data.dtype.str]} *)(W + {model.packed_offsets[k, j]}))"
-                     for j, data in enumerate(kernel.packed)]
-            if kernel.scratch_bytes:
-                args.append(f"(A + {model.plan.offsets[model.scratch_keys[k]]})")
-            w.line(f"{kernel.name}({', '.join(args)});")
-        # Output slots no kernel writes: graph inputs, constants, or a value listed twice.
-        for k, v in enumerate(model.outputs):
-            if not (computed(v) and home[v.id] == k) and v.type.nbytes:
-                w.line(f"memcpy(outputs[{k}], {where(v)}, {v.type.nbytes}u);")
-        w.line("return 0;")
+    w.line("uint8_t *A = (uint8_t *)arena;")
+    w.line("(void)W; (void)A; (void)inputs; (void)outputs;")
+    for k, kernel in enumerate(model.kernels):
+        args = [where(v) for v in kernel.inputs if v is not None]
+        args += [where(v) for v in kernel.outputs]
+        args += [f"((const {_C_TYPES[data.dtype.str]} *)(W + {model.packed_offsets[k, j]}))"
+                 for j, data in enumerate(kernel.packed)]
+        if kernel.scratch_bytes:
+            args.append(f"(A + {model.plan.offsets[model.scratch_keys[k]]})")
+        w.line(f"{kernel.name}({', '.join(args)});")
+    # Output slots no kernel writes: graph inputs, constants, or a value listed twice.
+    for k, v in enumerate(model.outputs):
+        if not (computed(v) and home[v.id] == k) and v.type.nbytes:
+            w.line(f"memcpy(outputs[{k}], {where(v)}, {v.type.nbytes}u);")
+    w.line("return 0;")

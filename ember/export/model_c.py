@@ -1,0 +1,280 @@
+"""model.c, model.h and main.c of an exported project: the host renderer's kernels, weights as
+one `static const` array, and the embedded ABI of docs/design.md:
+
+    int ember_model_run(const void *const *inputs, void *const *outputs, void *arena);
+
+Only what the model's kernels use is emitted (no <math.h> or vector math for an int8 model),
+so an int8 model's code holds no floating point at all.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.graph.ir import Value
+from ember.lower.to_kernels import LoweredModel
+from ember.ops.vecmath import VECMATH_C
+from ember.render.c import render_calls, render_kernels
+from ember.render.cwriter import CWriter, c_comment
+
+_IPOW = r"""
+static inline int64_t ember_ipow(int64_t base, int64_t exp) {
+    int64_t result = 1;
+    if (exp < 0) return base == 1 ? 1 : (base == -1 ? ((exp & 1) ? -1 : 1) : 0);
+    while (exp) { if (exp & 1) result *= base; base *= base; exp >>= 1; }
+    return result;
+}
+"""
+_VECMATH_NAMES = set(re.findall(r"\b(ember_\w+)\s*\(", VECMATH_C))
+_FLOAT_WORDS = re.compile(r"\b(float|double)\b")
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """What model.h says about one input or output."""
+    name: str                 # from the model: only ever written into comments, escaped
+    value: Value
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def dtype_name(self) -> str:
+        return self.value.type.dtype.numpy.name
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One kernel's share of memory, for the comment table and report.json."""
+    kernel: str
+    op: str
+    covers: list[str]
+    arena_offset: int | None
+    arena_bytes: int          # its outputs placed in the arena, and its scratch
+    weight_bytes: int         # constants it reads first, and its packed constants
+
+
+def layers(model: LoweredModel) -> list[Layer]:
+    seen: set[int] = set()
+    result = []
+    for k, kernel in enumerate(model.kernels):
+        spans = []
+        for v in kernel.outputs:
+            v = model.storage(v)
+            if v.id in model.plan.offsets:
+                spans.append((model.plan.offsets[v.id], v.type.nbytes))
+        if k in model.scratch_keys:
+            spans.append((model.plan.offsets[model.scratch_keys[k]], kernel.scratch_bytes))
+        weights = sum(data.nbytes for data in kernel.packed)
+        for v in kernel.inputs:
+            v = model.storage(v) if v is not None else None
+            if v is not None and v.id in model.weight_offsets and v.id not in seen:
+                seen.add(v.id)
+                weights += v.type.nbytes
+        op = kernel.covers[0].split(" ", 1)[0]
+        result.append(Layer(kernel.name, op, list(kernel.covers),
+                            min((o for o, _ in spans), default=None),
+                            sum(n for _, n in spans), weights))
+    return result
+
+
+def kernel_code(model: LoweredModel) -> str:
+    w = CWriter()
+    render_kernels(w, model)
+    return w.text()
+
+
+def uses_float(model: LoweredModel) -> bool:
+    """Whether any kernel computes in floating point (an int8 model's must not)."""
+    return bool(_FLOAT_WORDS.search(kernel_code(model)))
+
+
+def render_model_c(model: LoweredModel, header: str) -> str:
+    """model.c: the kernels, the weights and ember_model_run. `header` opens the file."""
+    kernels = kernel_code(model)
+    w = CWriter()
+    w.lines(header)
+    w.line("#include <stddef.h>")
+    w.line("#include <stdint.h>")
+    w.line("#include <string.h>")
+    vecmath = any(name in kernels for name in _VECMATH_NAMES)
+    if vecmath or _FLOAT_WORDS.search(kernels):
+        w.line("#include <math.h>")
+    w.line('#include "model.h"')
+    if "ember_ipow" in kernels:
+        w.lines(_IPOW)
+    if vecmath:
+        w.lines(VECMATH_C)
+    w.line()
+    blob = model.weights or b"\0"
+    w.line(f"/* {len(model.weights)} bytes of weights, in flash; the union aligns them for every "
+           "element type */")
+    w.line(f"static const union {{ uint8_t bytes[{len(blob)}]; uint64_t align; }} ember_weights = {{{{")
+    data = np.frombuffer(blob, np.uint8)
+    for start in range(0, len(data), 32):
+        w.line("    " + ",".join(str(b) for b in data[start:start + 32].tolist()) + ",")
+    w.line("}};")
+    w.line()
+    w.lines(kernels)
+    with w.block("int ember_model_run(const void *const *inputs, void *const *outputs, "
+                 "void *arena)"):
+        w.line("const uint8_t *W = ember_weights.bytes;")
+        render_calls(w, model)
+    return w.text()
+
+
+def _float_literal(x: float) -> str:
+    text = str(np.float32(x))
+    return text + ("f" if any(c in text for c in ".e") else ".0f")
+
+
+def render_model_h(model: LoweredModel, inputs: list[TensorMeta], outputs: list[TensorMeta],
+                   header: str, table: list[Layer]) -> str:
+    w = CWriter()
+    w.lines(header)
+    w.line("#ifndef EMBER_MODEL_H")
+    w.line("#define EMBER_MODEL_H")
+    w.line("#include <stdint.h>")
+    w.line()
+    w.line("/* Runs the model: inputs[k] points at input k, outputs[k] at output k (row-major, the")
+    w.line(" * element types below), arena at EMBER_ARENA_BYTES bytes aligned to EMBER_ARENA_ALIGN,")
+    w.line(" * which the model uses between the calls' start and end only. No global state: several")
+    w.line(" * arenas run several copies. Returns 0. */")
+    w.line("int ember_model_run(const void *const *inputs, void *const *outputs, void *arena);")
+    w.line()
+    w.line(f"#define EMBER_ARENA_BYTES {model.arena_bytes}")
+    w.line("#define EMBER_ARENA_ALIGN 8")
+    w.line(f"#define EMBER_WEIGHT_BYTES {len(model.weights)}")
+    w.line(f"#define EMBER_NUM_INPUTS {len(inputs)}")
+    w.line(f"#define EMBER_NUM_OUTPUTS {len(outputs)}")
+    for kind, metas in (("INPUT", inputs), ("OUTPUT", outputs)):
+        for k, meta in enumerate(metas):
+            t = meta.value.type
+            w.line()
+            w.line(f"/* {kind.lower()} {k}: {c_comment(repr(meta.name))}, {meta.dtype_name} "
+                   f"{list(t.shape)} */")
+            p = f"EMBER_{kind}{k}"
+            w.line(f"#define {p}_TYPE {t.dtype.c}")
+            w.line(f"#define {p}_ELEMENTS {t.size}")
+            w.line(f"#define {p}_BYTES {t.nbytes}")
+            w.line(f"#define {p}_RANK {t.rank}")
+            w.line(f"#define {p}_SHAPE {{{', '.join(str(d) for d in t.shape)}}}")
+            if meta.scale is not None:
+                w.line(f"#define {p}_SCALE {_float_literal(meta.scale)}   /* real = scale * "
+                       "(q - zero_point) */")
+                w.line(f"#define {p}_ZERO_POINT {meta.zero_point}")
+    w.line()
+    w.line("/* Memory per layer (arena offsets and bytes; weights in flash):")
+    w.line(f" * {'kernel':<24} {'arena offset':>12} {'arena bytes':>12} {'weight bytes':>12}  covers")
+    for layer in table:
+        offset = "-" if layer.arena_offset is None else str(layer.arena_offset)
+        w.line(f" * {layer.kernel:<24} {offset:>12} {layer.arena_bytes:>12} "
+               f"{layer.weight_bytes:>12}  {c_comment('; '.join(layer.covers))}")
+    w.line(" */")
+    w.line("#endif")
+    return w.text()
+
+
+_PUT = r"""
+static char ember_line[96];
+static size_t ember_used;
+
+static void flush(void) { ember_line[ember_used] = 0; ember_platform_write(ember_line); ember_used = 0; }
+static void put(const char *s) {
+    while (*s) {
+        if (ember_used + 1 >= sizeof ember_line) flush();
+        ember_line[ember_used++] = *s++;
+    }
+}
+static void put_uint(uint64_t u) {
+    char buf[21], *p = buf + 20;
+    *p = 0;
+    do { *--p = (char)('0' + (int)(u % 10u)); u /= 10u; } while (u);
+    put(p);
+}
+"""
+_PUT_INT = r"""
+static void put_int(int64_t v) {
+    if (v < 0) { put("-"); put_uint(0u - (uint64_t)v); } else put_uint((uint64_t)v);
+}
+"""
+_PUT_FLOAT = r"""
+static void put_float(double v, int digits) {
+    char buf[40];
+    ember_platform_format_float(buf, v, digits);
+    put(buf);
+}
+"""
+
+
+def _aligned_offsets(sizes: list[int]) -> tuple[list[int], int]:
+    offsets, total = [], 0
+    for n in sizes:
+        offsets.append(total)
+        total += (n + 7) // 8 * 8
+    return offsets, max(total, 8)
+
+
+def render_main_c(inputs: list[Value], outputs: list[Value], header: str) -> str:
+    """main.c: read the input file, run once, print the outputs and the instruction count."""
+    in_off, in_total = _aligned_offsets([v.type.nbytes for v in inputs])
+    out_off, out_total = _aligned_offsets([v.type.nbytes for v in outputs])
+    kinds = {v.type.dtype.numpy.kind for v in outputs}
+    w = CWriter()
+    w.lines(header)
+    w.line("#include <stddef.h>")
+    w.line("#include <stdint.h>")
+    w.line('#include "model.h"')
+    w.line('#include "platform.h"')
+    w.line()
+    w.line("static union { uint8_t bytes[EMBER_ARENA_BYTES > 0 ? EMBER_ARENA_BYTES : 1]; "
+           "uint64_t align; } ember_arena;")
+    w.line(f"static union {{ uint8_t bytes[{in_total}]; uint64_t align; }} ember_input;")
+    w.line(f"static union {{ uint8_t bytes[{out_total}]; uint64_t align; }} ember_output;")
+    w.lines(_PUT)
+    if "i" in kinds:
+        w.lines(_PUT_INT)
+    if "f" in kinds:
+        w.lines(_PUT_FLOAT)
+    w.line()
+    with w.block("int main(int argc, char **argv)"):
+        n_in = max(len(inputs), 1)
+        w.line(f"void *const in_buffers[{n_in}] = {{"
+               + ", ".join(f"ember_input.bytes + {o}" for o in in_off or [0]) + "};")
+        w.line(f"const void *const inputs[{n_in}] = {{"
+               + ", ".join(f"ember_input.bytes + {o}" for o in in_off or [0]) + "};")
+        w.line(f"const size_t in_sizes[{n_in}] = {{"
+               + ", ".join(str(v.type.nbytes) for v in inputs or []) + ("0" if not inputs else "")
+               + "};")
+        w.line(f"void *const outputs[{max(len(outputs), 1)}] = {{"
+               + ", ".join(f"ember_output.bytes + {o}" for o in out_off or [0]) + "};")
+        w.line("uint64_t instructions;")
+        w.line("size_t i;")
+        w.line("int status, counted;")
+        w.line("(void)i;")
+        w.line(f"if (ember_platform_read_input(argc, argv, in_buffers, in_sizes, {len(inputs)}))"
+               " return 2;")
+        w.line("ember_platform_count_start();")
+        w.line("status = ember_model_run(inputs, outputs, ember_arena.bytes);")
+        w.line("counted = ember_platform_count_stop(&instructions);")
+        with w.block("if (status != 0)"):
+            w.line('put("EMBER_ERROR "); put_uint((uint64_t)status); put("\\n"); flush();')
+            w.line("return 3;")
+        for k, v in enumerate(outputs):
+            dtype = v.type.dtype
+            element = f"((const {dtype.c} *)outputs[{k}])[i]"
+            kind = dtype.numpy.kind
+            if kind == "f":
+                put = f"put_float({element}, {17 if dtype.numpy.itemsize == 8 else 9})"
+            elif kind == "i":
+                put = f"put_int({element})"
+            else:
+                put = f"put_uint({element})"
+            w.line(f'put("EMBER_OUTPUT {k} ");')
+            w.line(f'for (i = 0; i < {v.type.size}u; ++i) {{ if (i) put(","); {put}; }}')
+            w.line('put("\\n");')
+        w.line('if (counted) { put("EMBER_INSTRUCTIONS "); put_uint(instructions); put("\\n"); }')
+        w.line("flush();")
+        w.line("return 0;")
+    return w.text()

@@ -41,6 +41,15 @@ def _aligned_empty(nbytes: int) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
+def _address(a: np.ndarray) -> int:
+    """The address of a C-contiguous array's data: through ctypes' buffer view, several times
+    quicker than `a.ctypes.data`; read-only and empty arrays take the slow way."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return a.ctypes.data
+
+
 class CompiledModel:
     """A model compiled for the host: call it on numpy arrays.
 
@@ -65,29 +74,25 @@ class CompiledModel:
         self._lib.ember_run_with.argtypes = [ctypes.c_void_p] * 4
         self._weights_ptr = weights.ctypes.data if weights.size else None
         self._arena = _aligned_empty(self.arena_bytes)
+        self._arena_ptr = self._arena.ctypes.data
         # One arena per model: calls from several Python threads take turns.
         self._lock = threading.Lock()
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
 
     def run(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        unknown = set(feeds) - {i.name for i in self.inputs}
-        if unknown:
-            raise RunError(f"unknown input(s) {sorted(unknown)}; the model's inputs are "
-                           f"{[i.name for i in self.inputs]}")
-        arrays = []
-        for info in self.inputs:
-            if info.name not in feeds:
-                raise RunError(f"missing input {info.name!r} ({info.dtype} {list(info.shape)})")
-            arrays.append(self._check(info, feeds[info.name]))
+        # The per-call path is lean on purpose: small models run in tens of microseconds.
+        if len(feeds) != len(self.inputs) or not all(i.name in feeds for i in self.inputs):
+            self._report_feed_names(feeds)
+        arrays = [self._check(info, feeds[info.name]) for info in self.inputs]
         outs = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
         with self._lock:
             for k, a in enumerate(arrays):
-                self._in_ptrs[k] = a.ctypes.data
+                self._in_ptrs[k] = _address(a)
             for k, a in enumerate(outs):
-                self._out_ptrs[k] = a.ctypes.data
+                self._out_ptrs[k] = _address(a)
             rc = self._lib.ember_run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
-                                          self._arena.ctypes.data)
+                                          self._arena_ptr)
         if rc != 0:
             raise RuntimeError(f"ember_run_with returned {rc}")
         return {o.name: a for o, a in zip(self.outputs, outs)}
@@ -99,8 +104,20 @@ class CompiledModel:
         values = tuple(result[o.name] for o in self.outputs)
         return values[0] if len(values) == 1 else values
 
+    def _report_feed_names(self, feeds: dict[str, Any]) -> None:
+        unknown = set(feeds) - {i.name for i in self.inputs}
+        if unknown:
+            raise RunError(f"unknown input(s) {sorted(unknown)}; the model's inputs are "
+                           f"{[i.name for i in self.inputs]}")
+        for info in self.inputs:
+            if info.name not in feeds:
+                raise RunError(f"missing input {info.name!r} ({info.dtype} {list(info.shape)})")
+
     @staticmethod
     def _check(info: TensorInfo, value: Any) -> np.ndarray:
+        if (type(value) is np.ndarray and value.dtype == info.dtype and value.shape == info.shape
+                and value.flags.c_contiguous):
+            return value                      # the common case: nothing to convert
         a = np.asarray(value)
         if a.shape != info.shape:
             raise RunError(f"input {info.name!r} has shape {list(a.shape)}, expected "

@@ -54,3 +54,19 @@ def test_concurrent_calls_from_threads_are_correct():
         results = list(pool.map(m, xs))
     for x, y in zip(xs, results):
         np.testing.assert_allclose(y, x @ w, rtol=1e-6)
+
+
+def test_read_only_and_strided_inputs_are_accepted():
+    """run() takes array addresses through a fast path for writable C-contiguous arrays; a
+    read-only buffer and a non-contiguous view take the slow one and give the same result."""
+    import numpy as np
+    from onnx import helper
+
+    import ember
+    from conftest import make_model
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    model = ember.compile(make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": x}, ["y"]))
+    read_only = np.frombuffer(x.tobytes(), np.float32).reshape(2, 3)
+    strided = np.arange(12, dtype=np.float32).reshape(2, 6)[:, ::2] - 2
+    for feed in (read_only, strided):
+        np.testing.assert_array_equal(model.run({"x": feed})["y"], np.maximum(feed, 0))

@@ -212,9 +212,8 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
         call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0", in_place)
     with w.block("else"):
         if offsets and not g.b.tail_readable and g.n % t.nr:   # copy it: nothing past N
-            with w.block("for (int64_t k = 0; k < kc; ++k)"):
-                w.line(f"memcpy(bpack + k*{t.nr}, bq + {g.b.offsets}[pc + k], sizeof(float)*nr);")
-                w.line(f"memset(bpack + k*{t.nr} + nr, 0, sizeof(float)*({t.nr} - nr));")
+            w.line(f"for (int64_t k = 0; k < kc; ++k) for (int64_t c = 0; c < {t.nr}; ++c) "
+                   f"bpack[k*{t.nr} + c] = c < nr ? bq[{g.b.offsets}[pc + k] + c] : 0.0f;")
             call("tile", f"{t.nr}", "0", ("", "bpack"))
         else:
             call("tile", f"{t.nr}", "0", in_place)

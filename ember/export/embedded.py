@@ -139,7 +139,7 @@ IMAGE  := $(BUILD)/model.elf
 all: $(IMAGE)
 
 $(BUILD)/platform.o: platform_semihost.c platform.h semihost.h | $(BUILD)
-\t$(CC) $(CFLAGS) -fno-tree-loop-distribute-patterns -c $< -o $@
+\t$(CC) $(CFLAGS) -fno-tree-loop-distribute-patterns {platform_flags}-c $< -o $@
 
 $(BUILD)/startup.o: {startup} platform.h semihost.h | $(BUILD)
 \t$(CC) $(CFLAGS) -c $< -o $@
@@ -207,7 +207,9 @@ def _makefile(target: EmbeddedTarget) -> str:
         ldextra="" if arm else "-Wl,--no-warn-rwx-segments ",
         link="link_arm.ld" if arm else "link_riscv.ld",
         startup="startup_arm.c" if arm else "start_riscv.S",
-        qemu=" ".join(target.qemu), shift=ICOUNT_SHIFT if arm else 0)
+        qemu=" ".join(target.qemu), shift=ICOUNT_SHIFT if arm else 0,
+        # the semihosting call's `.balign 16` breaks when the linker relaxes the code around it
+        platform_flags="" if arm else "-mno-relax ")
     return head + body + _MAKE_TAIL
 
 

@@ -27,6 +27,15 @@ static inline int64_t ember_ipow(int64_t base, int64_t exp) {
     return result;
 }
 """
+# <string.h> is not among C99's freestanding headers (bare-metal toolchains may lack it)
+_STRING_H = r"""
+#if __STDC_HOSTED__
+#include <string.h>
+#else
+void *memcpy(void *restrict dst, const void *restrict src, size_t n);
+void *memset(void *dst, int c, size_t n);
+#endif
+"""
 _VECMATH_NAMES = set(re.findall(r"\b(ember_\w+)\s*\(", VECMATH_C))
 _FLOAT_WORDS = re.compile(r"\b(float|double)\b")
 
@@ -97,7 +106,7 @@ def render_model_c(model: LoweredModel, header: str) -> str:
     w.lines(header)
     w.line("#include <stddef.h>")
     w.line("#include <stdint.h>")
-    w.line("#include <string.h>")
+    w.lines(_STRING_H)
     vecmath = any(name in kernels for name in _VECMATH_NAMES)
     if vecmath or _FLOAT_WORDS.search(kernels):
         w.line("#include <math.h>")

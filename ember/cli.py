@@ -4,6 +4,7 @@
     ember run model.ember/ --random
     ember inspect model.onnx --after eliminate-dead
     ember bench resnet8 --threads 2
+    ember export model.tflite --target cortex-m4 -o model_m4/
 
 Errors in the user's model or request print one line (`ember: error: ...`) and exit with
 status 2; anything else is a bug in Ember: one line, exit status 1, a traceback with --debug.
@@ -41,7 +42,8 @@ examples:
   ember run mobilenet.ember/ --random
   ember run mobilenet.ember/ --input input=image.npy --save outputs/
   ember inspect mobilenet.onnx --after eliminate-dead
-  ember bench mobilenet.onnx --threads 2 --json result.json"""
+  ember bench mobilenet.onnx --threads 2 --json result.json
+  ember export kws_int8.tflite --target cortex-m4 -o kws_m4/ --build"""
 
 COMPILE_EXAMPLES = """\
 examples:
@@ -79,6 +81,17 @@ the same seeded inputs; timed runs are interleaved in rounds. Prints median and 
 the ratio to onnxruntime's median (below 1: faster), peak RSS, the largest output difference
 from onnxruntime and the compile or load time. Peers not installed are listed and skipped
 (`make bench` installs them)."""
+
+EXPORT_EXAMPLES = """\
+examples:
+  ember export model.tflite --target cortex-m4 -o model_m4/
+  ember export model.tflite --target c99-host -o model_host/ --build
+  make -C model_m4 run INPUT=input.bin            # under QEMU; prints EMBER_OUTPUT lines
+
+Writes a standalone C99 project: model.c/model.h (ember_model_run, EMBER_ARENA_BYTES, weights
+as a const array), main.c, startup and linker script, a Makefile (make | make run INPUT=FILE |
+make size) and report.json (arena, weight and code bytes, per layer). --build runs make and
+adds what `size` says to report.json. Targets: {targets}."""
 
 
 class UsageError(EmberError):
@@ -182,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_options(b)
     b.add_argument("--json", metavar="PATH", help="also write every figure and the machine to PATH")
     input_shapes(b)
+
+    from ember.targets import EMBEDDED_TARGETS
+    x = command("export", cmd_export, "write a standalone C99 project for a microcontroller",
+                EXPORT_EXAMPLES.format(targets=", ".join(EMBEDDED_TARGETS)))
+    x.add_argument("model", help="the .tflite or .onnx file")
+    x.add_argument("--target", required=True, metavar="TARGET",
+                   help="the board: " + ", ".join(EMBEDDED_TARGETS))
+    x.add_argument("-o", "--output", metavar="DIR", required=True,
+                   help="the project directory (must not exist, unless --force)")
+    x.add_argument("--force", action="store_true", help="replace the files in an existing DIR")
+    x.add_argument("--build", action="store_true",
+                   help="build the project (needs the target's toolchain) and record its sizes")
+    shapes_and_opt(x)
     return parser
 
 
@@ -245,6 +271,32 @@ def _publish(out: Path, write: Callable[[Path], Any]) -> None:
         write(Path(tmp))
         for f in sorted(Path(tmp).iterdir()):
             os.replace(f, out / f.name)
+
+
+# -- export -------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from ember.export import build_project, export_model
+    from ember.targets import get_embedded_target
+    target = get_embedded_target(args.target)
+    out = Path(args.output)
+    if os.path.lexists(out) and not args.force:
+        raise UsageError(f"{str(out)!r} already exists; give --force to replace its files, "
+                         "or choose another directory with -o")
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"{str(out)!r} exists and is not a directory")
+    options = ember.CompileOptions(input_shapes=_input_shapes(args.input_shape),
+                                   opt_level=args.opt_level)
+    report = export_model(args.model, target, out, options)
+    print(f"exported {args.model!r} for {target.name} -> {str(out)!r}")
+    print(f"  arena:   {format_bytes(report['arena_bytes'])}")
+    print(f"  weights: {format_bytes(report['weight_bytes'])}")
+    if args.build:
+        report = build_project(out)
+        image = report["image"]
+        print(f"  code:    {format_bytes(report['code_bytes'])}")
+        print(f"  image:   flash {format_bytes(image['flash_bytes'])}, "
+              f"RAM {format_bytes(image['ram_bytes'])}")
+    return 0
 
 
 # -- run ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ember.graph.ir import Value
+from ember.lower.memory_plan import align
 from ember.lower.to_kernels import LoweredModel
 from ember.ops.vecmath import VECMATH_C
 from ember.render.c import render_calls, render_kernels
@@ -61,7 +62,8 @@ class Layer:
     covers: list[str]
     arena_offset: int | None
     arena_bytes: int          # its outputs placed in the arena, and its scratch
-    weight_bytes: int         # constants it reads first, and its packed constants
+    weight_bytes: int         # constants it reads first, and its packed constants, as laid out
+                              # in the weights array (each padded to 64 bytes)
 
 
 def layers(model: LoweredModel) -> list[Layer]:
@@ -75,12 +77,12 @@ def layers(model: LoweredModel) -> list[Layer]:
                 spans.append((model.plan.offsets[v.id], v.type.nbytes))
         if k in model.scratch_keys:
             spans.append((model.plan.offsets[model.scratch_keys[k]], kernel.scratch_bytes))
-        weights = sum(data.nbytes for data in kernel.packed)
+        weights = sum(align(data.nbytes) for data in kernel.packed)   # padded as in the blob
         for v in kernel.inputs:
             v = model.storage(v) if v is not None else None
             if v is not None and v.id in model.weight_offsets and v.id not in seen:
                 seen.add(v.id)
-                weights += v.type.nbytes
+                weights += align(v.type.nbytes)
         op = kernel.covers[0].split(" ", 1)[0]
         result.append(Layer(kernel.name, op, list(kernel.covers),
                             min((o for o, _ in spans), default=None),

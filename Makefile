@@ -8,12 +8,13 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
 JOBS   ?= auto
 
-.PHONY: demo test test-fast conformance bench toolchain clean help
+.PHONY: demo test test-fast test-mcu conformance bench toolchain toolchain-mcu clean help
 
 help:
 	@echo "make demo         compile and run a bundled model, report what happened"
 	@echo "make test         the whole test suite (installs what it needs)"
 	@echo "make test-fast    the suite without whole-model and conformance tests"
+	@echo "make test-mcu     the exported-project tests under QEMU (Cortex-M, RISC-V)"
 	@echo "make conformance  the ONNX backend node-test suite: pass count"
 	@echo "make bench        Ember vs onnxruntime and OpenVINO on the zoo -> bench/results/"
 	@echo "                  (a quick run: make bench BENCH_ARGS=\"--models mlp --runs 10\")"
@@ -25,6 +26,19 @@ toolchain:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libc6-dev || { \
 	    echo "error: could not install a C compiler; install gcc (or clang) and retry" >&2; exit 1; }; }
+
+# Cross compilers and QEMU for `ember export` projects (Debian/Ubuntu packages).
+MCU_PACKAGES := arm-none-eabi-gcc:gcc-arm-none-eabi arm-none-eabi-gcc:libnewlib-arm-none-eabi \
+	qemu-system-arm:qemu-system-arm qemu-system-riscv32:qemu-system-misc \
+	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf
+toolchain-mcu: toolchain
+	@missing=""; for pair in $(MCU_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing || { \
+	    echo "error: could not install$$missing" >&2; exit 1; }; fi
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Ember needs Python 3.10+"'
@@ -46,6 +60,9 @@ test: toolchain $(STAMP)
 
 test-fast: toolchain $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m "not slow"
+
+test-mcu: toolchain-mcu $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q -p no:cacheprovider -m mcu tests/export
 
 conformance: toolchain $(STAMP)
 	$(PY) tools/conformance.py

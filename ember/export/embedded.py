@@ -31,6 +31,9 @@ from ember.targets import EmbeddedTarget, get_embedded_target
 FILES = Path(__file__).resolve().parent / "files"
 REPORT = "report.json"
 EMBEDDED_VECTOR_BYTES = 16
+#: arena buffers start at multiples of 8 bytes: model.h's EMBER_ARENA_ALIGN, what main.c's
+#: arena union (uint64_t) gives, and enough for every element type (kernels assume no more)
+EMBEDDED_ARENA_ALIGN = 8
 #: QEMU's -icount shift: each instruction is 2^shift ns of virtual time (see platform_semihost.c)
 ICOUNT_SHIFT = 6
 
@@ -39,12 +42,8 @@ def export_model(model: "str | os.PathLike", target: "str | EmbeddedTarget", out
                  options: CompileOptions | None = None) -> dict[str, Any]:
     """Write the project for `model` into the directory `out` (created; its files replaced).
     Returns the report (also written as report.json)."""
-    from ember.driver import import_model, optimize
     target = get_embedded_target(target)
-    options = replace(options or CompileOptions(), threads=1)
-    graph, label = import_model(model, options)
-    graph = optimize(graph, options)
-    lowered = lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES)
+    lowered = lower_for_export(model, options)
     if uses_float(lowered):
         # The float kernels are not yet -Wextra clean and need libm, which the bare-metal
         # projects do not link: refuse rather than write a project that does not build.
@@ -72,6 +71,18 @@ def export_model(model: "str | os.PathLike", target: "str | EmbeddedTarget", out
     report = _report(lowered, target, name, inputs, outputs, table)
     _write_report(out, report)
     return report
+
+
+def lower_for_export(model: "str | os.PathLike", options: CompileOptions | None = None
+                     ) -> LoweredModel:
+    """The model's kernels and memory plan as `ember export` lays them out (one thread,
+    the embedded vector width, the embedded arena alignment)."""
+    from ember.driver import import_model, optimize
+    options = replace(options or CompileOptions(), threads=1)
+    graph, _ = import_model(model, options)
+    graph = optimize(graph, options)
+    return lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES,
+                       arena_align=EMBEDDED_ARENA_ALIGN)
 
 
 def _tensor_meta(model: "str | os.PathLike", lowered: LoweredModel

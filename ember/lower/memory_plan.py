@@ -23,26 +23,33 @@ class MemoryPlan:
     offsets: dict[int, int] = field(default_factory=dict)
     arena_bytes: int = 0
     buffers: list[Buffer] = field(default_factory=list)
+    alignment: int = ALIGN
 
 
 def align(n: int, to: int = ALIGN) -> int:
     return (n + to - 1) // to * to
 
 
-def plan_memory(buffers: list[Buffer]) -> MemoryPlan:
+def plan_memory(buffers: list[Buffer], alignment: int = ALIGN) -> MemoryPlan:
+    """Offsets for `buffers`, each a multiple of `alignment` (64 on the host: cache lines;
+    an embedded export takes less, for a smaller arena)."""
     placed: list[tuple[int, Buffer]] = []     # (offset, buffer), kept sorted by offset
-    plan = MemoryPlan(buffers=list(buffers))
+    plan = MemoryPlan(buffers=list(buffers), alignment=alignment)
+
+    def padded(b: Buffer) -> int:
+        return align(max(b.nbytes, 1), alignment)
+
     for buf in sorted(buffers, key=lambda b: (-b.nbytes, b.first, b.key)):
-        size = align(max(buf.nbytes, 1))
+        size = padded(buf)
         offset = 0
         for other_offset, other in placed:
             if other.last < buf.first or buf.last < other.first:
                 continue                       # lifetimes do not overlap
-            if other_offset + align(max(other.nbytes, 1)) <= offset:
+            if other_offset + padded(other) <= offset:
                 continue
             if other_offset >= offset + size:
                 break
-            offset = other_offset + align(max(other.nbytes, 1))
+            offset = other_offset + padded(other)
         placed.append((offset, buf))
         placed.sort(key=lambda p: p[0])
         plan.offsets[buf.key] = offset

@@ -13,7 +13,7 @@ import numpy as np
 from ember.errors import EmberError
 from ember.graph.ir import Graph, Node, Value
 from ember.lower.kernel import Kernel, KernelContext
-from ember.lower.memory_plan import Buffer, MemoryPlan, align, plan_memory
+from ember.lower.memory_plan import ALIGN, Buffer, MemoryPlan, align, plan_memory
 from ember.lower.schedule import Schedule
 from ember.ops.registry import get_op
 from ember.render.cwriter import CWriter
@@ -40,13 +40,15 @@ class LoweredModel:
         return self.plan.arena_bytes
 
 
-def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32) -> LoweredModel:
+def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32,
+                arena_align: int = ALIGN) -> LoweredModel:
+    """`arena_align`: every arena buffer's offset is a multiple of it."""
     views = find_views(graph)
     nodes = [n for n in graph.nodes if n.outputs[0].id not in views]
     schedule = Schedule(threads=threads, vector_bytes=vector_bytes)
     kernels = [lower_node(k, node, schedule) for k, node in enumerate(nodes)]
     weight_offsets, packed_offsets, weights = _pack_weights(graph, kernels, views)
-    plan, scratch_keys = _plan(graph, kernels, views)
+    plan, scratch_keys = _plan(graph, kernels, views, arena_align)
     return LoweredModel(kernels, list(graph.inputs), list(graph.outputs), weight_offsets,
                         weights, plan, scratch_keys, views, packed_offsets)
 
@@ -122,8 +124,8 @@ def _pack_weights(graph: Graph, kernels: list[Kernel], views: dict[int, Value]
     return offsets, packed, b"".join(chunks)
 
 
-def _plan(graph: Graph, kernels: list[Kernel],
-          views: dict[int, Value]) -> tuple[MemoryPlan, dict[int, int]]:
+def _plan(graph: Graph, kernels: list[Kernel], views: dict[int, Value],
+          arena_align: int) -> tuple[MemoryPlan, dict[int, int]]:
     io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -144,4 +146,4 @@ def _plan(graph: Graph, kernels: list[Kernel],
         if kernel.scratch_bytes:
             scratch_keys[k] = -(k + 1)
             buffers.append(Buffer(-(k + 1), kernel.scratch_bytes, k, k))
-    return plan_memory(buffers), scratch_keys
+    return plan_memory(buffers, arena_align), scratch_keys

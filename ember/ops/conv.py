@@ -116,7 +116,9 @@ class Conv(OpDef):
 
     def lower(self, node: Node, ctx) -> None:
         g = conv_geometry(node)
-        if is_depthwise(g) and node.inputs[0].type.dtype == dt.F32:
+        # One input channel and one group is "depthwise" too, but as a GEMM its many output
+        # channels share each packed input element (DS-CNN's first conv: 1.35x quicker).
+        if is_depthwise(g) and g.groups > 1 and node.inputs[0].type.dtype == dt.F32:
             emit_depthwise(ctx, g)
             return
         if winograd_applies(node, g):

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 
 def conv_gemm_applies(node: Node, g: ConvGeometry) -> bool:
-    """float32 Conv in 1-D or 2-D with channels to reduce over (depthwise has its own kernel)."""
+    """float32 Conv in 1-D or 2-D with channels to reduce over, or a single group (depthwise
+    has its own kernel)."""
     return (not g.transposed and node.inputs[0].type.dtype is dt.F32 and len(g.in_sp) in (1, 2)
-            and g.in_channels // g.groups > 1
+            and (g.in_channels // g.groups > 1 or g.groups == 1)
             and g.batch * g.out_channels * math.prod(g.out_sp) > 0)
 
 

@@ -85,3 +85,20 @@ def conv_positions_on_m(positions: int, t: GemmTiles) -> bool:
     def use(size: int, panel: int) -> float:
         return size / (-(-size // panel) * panel)
     return use(positions, t.nr) < use(positions, t.mr) * _SWAP_GAIN
+
+
+#: Winograd F(4x4, 3x3): outputs per tile side, transformed tile side, GEMM panel width (tiles)
+_WINOGRAD_TILE, _WINOGRAD_ALPHA, _WINOGRAD_NR = 4, 6, 16
+
+
+def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
+    """Whether F(4x4, 3x3) beats the GEMM convolution. It saves multiplies (9 per output
+    against 36 per tile, the tiles counted in whole 16-tile GEMM panels: a 7x7 or 8x8 plane
+    saves none), and spends transform work per channel and tile, which is small next to the
+    products' (per channel pair and tile) only with channels enough: the cost of the
+    transforms is about 14 multiply-adds of the GEMM per channel. Fitted on a Zen 1 core,
+    single thread (tools/bench_winograd.py): Winograd wins 1.2-2.9x where this picks it,
+    loses or ties where it does not."""
+    panels = -(-(-(-oh // _WINOGRAD_TILE) * -(-ow // _WINOGRAD_TILE)) // _WINOGRAD_NR)
+    saving = 9 * oh * ow / (_WINOGRAD_ALPHA * _WINOGRAD_ALPHA * _WINOGRAD_NR * panels)
+    return saving > 1 + 14 * (1 / cin + 1 / cout)

@@ -37,7 +37,7 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
-from ember.lower.schedule import gemm_tiles
+from ember.lower.schedule import gemm_tiles, winograd_pays
 from ember.ops.conv_gemm import emit_conv_gemm
 from ember.render.cwriter import CWriter
 
@@ -69,19 +69,6 @@ _NR = 16        # columns of the GEMM's B panels (gemm_tiles: two 8-float vector
 
 #: inputs with |x| >= 2^64 (exponent bits at or above this) or not finite take the GEMM path
 _BIG_EXPONENT_BITS = (127 + 64) << 23
-
-
-def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
-    """Whether F(4x4, 3x3) beats the GEMM convolution. It saves multiplies (9 per output
-    against 36 per tile, the tiles counted in whole 16-tile GEMM panels: a 7x7 or 8x8 plane
-    saves none), and spends transform work per channel and tile, which is small next to the
-    products' (per channel pair and tile) only with channels enough: the cost of the
-    transforms is about 14 multiply-adds of the GEMM per channel. Fitted on a Zen 1 core,
-    single thread (tools/bench_winograd.py): Winograd wins 1.2-2.9x where this picks it,
-    loses or ties where it does not."""
-    panels = -(-(-(-oh // TILE) * -(-ow // TILE)) // _NR)
-    saving = 9 * oh * ow / (ALPHA * ALPHA * _NR * panels)
-    return saving > 1 + 14 * (1 / cin + 1 / cout)
 
 
 def winograd_applies(node: Node, g: ConvGeometry) -> bool:

@@ -41,9 +41,9 @@ class Strided:
 
 
 @dataclass(frozen=True)
-class Im2col:
-    """B of a 2-D convolution: row (c, ky, kx), column (oy, ox) of image `base` (C x H x W)."""
-    base: str
+class ConvWindow2d:
+    """A 2-D convolution's sizes (a 1-D one is 2-D over an image of height 1): image h x w,
+    kernel kh x kw, strides, dilations, leading pads, output oh x ow."""
     h: int
     w: int
     kh: int
@@ -54,7 +54,31 @@ class Im2col:
     dx: int
     py: int
     px: int
+    oh: int
     ow: int
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, no padding: the image itself is the im2col matrix."""
+        return ((self.kh, self.kw, self.sy, self.sx, self.py, self.px, self.oh, self.ow)
+                == (1, 1, 1, 1, 0, 0, self.h, self.w))
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """Rows and columns of the zero-padded image a stride-1 convolution reads."""
+        return self.oh + self.dy * (self.kh - 1), self.ow + self.dx * (self.kw - 1)
+
+    def c_args(self) -> str:
+        """The geometry as the packing routines' arguments."""
+        return (f"{self.h}, {self.w}, {self.kh}, {self.kw}, {self.sy}, {self.sx}, {self.dy}, "
+                f"{self.dx}, {self.py}, {self.px}, {self.ow}")
+
+
+@dataclass(frozen=True)
+class Im2col:
+    """B of a 2-D convolution: row (c, ky, kx), column (oy, ox) of image `base` (C x H x W)."""
+    base: str
+    window: ConvWindow2d
 
 
 @dataclass(frozen=True)
@@ -171,8 +195,7 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
         w.line(f"ember_pack_b_{t.nr}(kc, nc, {b.base} + pc*{b.rs} + jc*{b.cs}, {b.rs}, {b.cs}, "
                "bpack);")
     else:
-        w.line(f"ember_pack_im2col_{t.nr}({b.base}, {b.h}, {b.w}, {b.kh}, {b.kw}, {b.sy}, "
-               f"{b.sx}, {b.dy}, {b.dx}, {b.py}, {b.px}, {b.ow}, pc, kc, jc, nc, bpack);")
+        w.line(f"ember_pack_im2col_{t.nr}({b.base}, {b.window.c_args()}, pc, kc, jc, nc, bpack);")
     w.line("const float *restrict bp = bpack;")
     return f"kc*{t.nr}"
 
@@ -183,8 +206,7 @@ def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
         w.line(f"const float *restrict ap = {a.name} + ic*{k};")
         return f"{k * t.mr}"
     if isinstance(a, Im2col):         # as A: the im2col matrix transposed (positions x taps)
-        w.line(f"ember_pack_im2col_a_{t.mr}({a.base}, {a.h}, {a.w}, {a.kh}, {a.kw}, {a.sy}, "
-               f"{a.sx}, {a.dy}, {a.dx}, {a.py}, {a.px}, {a.ow}, ic, mc, pc, kc, apack);")
+        w.line(f"ember_pack_im2col_a_{t.mr}({a.base}, {a.window.c_args()}, ic, mc, pc, kc, apack);")
     else:
         w.line(f"ember_pack_a_{t.mr}(mc, kc, {a.base} + ic*{a.rs} + pc*{a.cs}, {a.rs}, {a.cs}, "
                "apack);")

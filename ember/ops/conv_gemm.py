@@ -14,15 +14,14 @@ Bias and the fused epilogue apply as each micro-tile is finished.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
-from ember.kernels.gemm import (BlockedGemm, Im2col, PackedConst, RowOffsets, Strided,
-                                emit_blocked_gemm, pack_a, pack_b)
+from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
+                                Strided, emit_blocked_gemm, pack_a, pack_b)
 from ember.lower.schedule import conv_positions_on_m, gemm_tiles
 from ember.ops.window import parallel_for
 
@@ -43,33 +42,11 @@ def _as_2d(values: tuple[int, ...], fill: int) -> tuple[int, int]:
     return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-@dataclass(frozen=True)
-class _Geometry2d:
-    """A 1-D or 2-D convolution's sizes, as 2-D (a 1-D one over an image of height 1)."""
-    h: int
-    w: int
-    kh: int
-    kw: int
-    sy: int
-    sx: int
-    dy: int
-    dx: int
-    py: int
-    px: int
-    oh: int
-    ow: int
-
-    @staticmethod
-    def of(g: ConvGeometry) -> "_Geometry2d":
-        win = g.window
-        return _Geometry2d(*_as_2d(g.in_sp, 1), *_as_2d(win.kernel, 1), *_as_2d(win.strides, 1),
-                           *_as_2d(win.dilations, 1), *_as_2d(win.pads_begin, 0),
-                           *_as_2d(g.out_sp, 1))
-
-    @property
-    def padded(self) -> tuple[int, int]:
-        """Rows and columns of the zero-padded image a stride-1 convolution reads."""
-        return self.oh + self.dy * (self.kh - 1), self.ow + self.dx * (self.kw - 1)
+def _window(g: ConvGeometry) -> ConvWindow2d:
+    win = g.window
+    return ConvWindow2d(*_as_2d(g.in_sp, 1), *_as_2d(win.kernel, 1), *_as_2d(win.strides, 1),
+                        *_as_2d(win.dilations, 1), *_as_2d(win.pads_begin, 0),
+                        *_as_2d(g.out_sp, 1))
 
 
 #: a stride-1 convolution reads the padded image in place when the columns it computes and
@@ -78,11 +55,11 @@ _MAX_DROPPED_COLUMNS = 0.25
 
 
 def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
-    d = _Geometry2d.of(g)
+    d = _window(g)
     cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
     k = cg * d.kh * d.kw
-    pointwise = (d.kh, d.kw, d.sy, d.sx, d.py, d.px, d.oh, d.ow) == (1, 1, 1, 1, 0, 0, d.h, d.w)
-    hp, wp = d.padded
+    pointwise = d.pointwise
+    wp = d.padded[1]
     n = d.oh * d.ow
     t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
     if ctx.node.inputs[1].is_const and conv_positions_on_m(n, t):
@@ -97,29 +74,19 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
         rows = np.arange(cg, dtype=np.int64) * (d.h * d.w)
         b = RowOffsets(image, ctx.pack_constant(rows), tail_readable=False)
     else:
-        b = Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow)
+        b = Im2col(image, d)
     out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
     gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
                        out, n)
-    merged = (g.batch, g.out_channels, n)
-    flat = ctx.can_merge(merged)        # index the epilogue by position, not (oy, ox)
+    store = _position_store(ctx, g, d)
 
     def final(i: str, j: str, value: str) -> None:
-        value = _biased(ctx, g, i, value)
-        at = f"(n*{g.out_channels} + mo)*{n} + {j}"
-        if flat:
-            ctx.store(["n", "mo", j], at, value, shape=merged)
-            return
-        if len(g.out_sp) == 1:
-            ctx.w.line(f"const int64_t o0 = {j};")
-        else:
-            ctx.w.line(f"const int64_t o0 = {j} / {d.ow}, o1 = {j} % {d.ow};")
-        ctx.store(["n", "mo"] + [f"o{s}" for s in range(len(g.out_sp))], at, value)
+        store(j, _biased(ctx, g, i, value))
 
     emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
 
 
-def _emit_padded_direct(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
+def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     """Stride 1 without im2col: copy the images into a zero-padded scratch image, then every row
     (c, ky, kx) of the im2col matrix is a contiguous run of it, at a fixed offset. The GEMM
     reads those runs in place (RowOffsets) over "virtual" positions oy*Wp + ox, which include
@@ -152,7 +119,7 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
     emit_blocked_gemm(ctx, gemm, t, final)
 
 
-def _emit_swapped(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
+def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     """Few output positions (a 7x7 map), many channels: out^T = im2col^T . W^T, so the
     positions fill 6-row micro-tiles and the channels 16-column ones, which a 7x7 map would
     fill badly. The sums land in scratch as [position][channel] and are stored transposed."""
@@ -163,25 +130,14 @@ def _emit_swapped(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
     packed = np.concatenate([pack_b(weights[i].T, t.nr) for i in range(g.groups)])
     b = PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + g*{packed.size // g.groups})")
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
-    pointwise = (d.kh, d.kw, d.sy, d.sx, d.py, d.px, d.oh, d.ow) == (1, 1, 1, 1, 0, 0, d.h, d.w)
-    a = (Strided(image, 1, d.h * d.w) if pointwise
-         else Im2col(image, d.h, d.w, d.kh, d.kw, d.sy, d.sx, d.dy, d.dx, d.py, d.px, d.ow))
+    a = Strided(image, 1, d.h * d.w) if d.pointwise else Im2col(image, d)
     vout_floats = g.batch * g.out_channels * n
     out = f"vout + (n*{g.out_channels} + g*{mg})*{n}"
     gemm = BlockedGemm(n, mg, k, (("n", g.batch), ("g", g.groups)), a, b, out, mg)
-    merged = (g.batch, g.out_channels, n)
-    flat = ctx.can_merge(merged)
-    sp = [f"o{s}" for s in range(len(g.out_sp))]
+    store = _position_store(ctx, g, d)
 
     def final(i: str, j: str, value: str) -> None:
-        value = _biased(ctx, g, j, value)
-        at = f"(n*{g.out_channels} + mo)*{n} + {i}"
-        if flat:
-            ctx.store(["n", "mo", i], at, value, shape=merged)
-            return
-        ctx.w.line(f"const int64_t o0 = {i} / {d.ow}, o1 = {i} % {d.ow};" if len(sp) == 2
-                   else f"const int64_t o0 = {i};")
-        ctx.store(["n", "mo"] + sp, at, value)
+        store(i, _biased(ctx, g, j, value))
 
     body = ctx.w
     ctx.w = body.detached()           # the GEMM first: its packing's scratch size is known after
@@ -193,7 +149,7 @@ def _emit_swapped(ctx, g: ConvGeometry, d: _Geometry2d) -> None:
     body.lines(gemm_text)
 
 
-def _emit_pad_copy(ctx, d: _Geometry2d, images: int, image_floats: int) -> None:
+def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:
     """xpad[image] = the image inside a zero border; zeros past the last one."""
     w = ctx.w
     hp, wp = d.padded
@@ -211,6 +167,26 @@ def _emit_pad_copy(ctx, d: _Geometry2d, images: int, image_floats: int) -> None:
         if tail > 0:
             w.line(f"memset(dst + {(rows + d.py) * wp + d.px}, 0, sizeof(float)*{tail});")
     w.line(f"memset(xpad + {images * hp * wp}, 0, sizeof(float)*{image_floats - images * hp * wp});")
+
+
+def _position_store(ctx, g: ConvGeometry, d: ConvWindow2d):
+    """store(pos, value): write `value` as output (n, mo, position pos), through the epilogue,
+    which indexes by position when every input it reads allows, else by (oy, ox)."""
+    positions = d.oh * d.ow
+    merged = (g.batch, g.out_channels, positions)
+    flat = ctx.can_merge(merged)
+    spatial = [f"o{s}" for s in range(len(g.out_sp))]
+
+    def store(pos: str, value: str) -> None:
+        at = f"(n*{g.out_channels} + mo)*{positions} + {pos}"
+        if flat:
+            ctx.store(["n", "mo", pos], at, value, shape=merged)
+            return
+        ctx.w.line(f"const int64_t o0 = {pos} / {d.ow}, o1 = {pos} % {d.ow};"
+                   if len(spatial) == 2 else f"const int64_t o0 = {pos};")
+        ctx.store(["n", "mo"] + spatial, at, value)
+
+    return store
 
 
 def _weights(ctx, g: ConvGeometry, t, k: int):

@@ -7,6 +7,8 @@
     memory plan: peak arena 832 bytes, weights 64 bytes
       buffer        offset      bytes  live (nodes)
       %1                 0        768  [0, 1]
+
+A buffer listed as %1=%2 holds %2 too: %2's kernel writes it in place over %1.
 """
 from __future__ import annotations
 
@@ -72,9 +74,13 @@ def format_memory_plan(graph: Graph, lowered: LoweredModel, names: _Names) -> st
         lines.append("  (no intermediate buffers: every value is an input, output or constant)")
         return "\n".join(lines) + "\n"
     lines.append(f"  {'buffer':<16}{'offset':>12}{'bytes':>12}  live (nodes)")
+    joined: dict[int, list[int]] = {}
+    for vid, key in plan.in_place.items():
+        joined.setdefault(key, []).append(vid)
     for buf in sorted(plan.buffers, key=lambda b: (plan.offsets[b.key], b.first, b.key)):
         what = (names(values[buf.key]) if buf.key in values
                 else f"scratch of [{scratch_of.get(buf.key, '?')}]")
+        what += "".join(f"={names(values[vid])}" for vid in joined.get(buf.key, []))
         lines.append(f"  {what:<16}{plan.offsets[buf.key]:>12}{buf.nbytes:>12}  "
                      f"[{buf.first}, {buf.last}]")
     return "\n".join(lines) + "\n"

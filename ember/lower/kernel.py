@@ -26,6 +26,8 @@ class Kernel:
     schedule: Schedule = field(default_factory=Schedule)
     packed: list[np.ndarray] = field(default_factory=list)   # compile-time constants, pk0 ...
     support: dict[str, str] = field(default_factory=dict)     # shared C routines it calls
+    overwritable: tuple[int, ...] = ()  # inputs output 0 may overwrite (OpDef.overwritable_inputs)
+    inplace: tuple[int, ...] = ()  # inputs reading the buffer output 0 overwrites (memory plan)
 
 
 @dataclass

@@ -24,6 +24,7 @@ class MemoryPlan:
     arena_bytes: int = 0
     buffers: list[Buffer] = field(default_factory=list)
     alignment: int = ALIGN
+    in_place: dict[int, int] = field(default_factory=dict)  # value id -> buffer key it joined
 
 
 def align(n: int, to: int = ALIGN) -> int:

@@ -91,8 +91,10 @@ def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
                          node=node.name, op=node.op) from e
     covers = [f"{node.op} {node.name}"] + list(node.attrs.get("fused_from", []))
     inputs = [None if k in ctx.replaced else v for k, v in enumerate(node.inputs)]
+    overwritable = tuple(k for k in opdef.overwritable_inputs(node) if inputs[k] is not None)
     return Kernel(f"k{index}_{_ident(node.op)}", covers, inputs, list(node.outputs),
-                  ctx.w.text(), ctx.scratch_bytes, schedule, ctx.packed, ctx.support)
+                  ctx.w.text(), ctx.scratch_bytes, schedule, ctx.packed, ctx.support,
+                  overwritable)
 
 
 def _ident(text: str) -> str:
@@ -126,24 +128,64 @@ def _pack_weights(graph: Graph, kernels: list[Kernel], views: dict[int, Value]
 
 def _plan(graph: Graph, kernels: list[Kernel], views: dict[int, Value],
           arena_align: int) -> tuple[MemoryPlan, dict[int, int]]:
+    """Buffers by liveness: a value lives from the kernel writing it to the last kernel reading
+    it (reading a view reads its source). An output written in place (Kernel.inplace) joins
+    the buffer of the input it overwrites, whose lifetime it extends."""
     io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
-    first: dict[int, int] = {}
+
+    def storage(v: Value) -> Value:
+        return views.get(v.id, v)
+
+    last_read: dict[int, int] = {}
+    for k, kernel in enumerate(kernels):
+        for v in kernel.inputs:
+            if v is not None:
+                last_read[storage(v).id] = k
+    home: dict[int, int] = {}          # arena value id -> key of the buffer holding it
+    first: dict[int, int] = {}         # buffer key -> first kernel, last kernel, bytes
     last: dict[int, int] = {}
     sizes: dict[int, int] = {}
     for k, kernel in enumerate(kernels):
-        for v in kernel.outputs:
-            if v.id not in io and not v.is_const:
-                first.setdefault(v.id, k)
-                last[v.id] = max(last.get(v.id, k), k)
-                sizes[v.id] = v.type.nbytes
         for v in kernel.inputs:
-            v = views.get(v.id, v) if v is not None else None   # reading a view reads its source
-            if v is not None and v.id in first:
-                last[v.id] = k
-    buffers = [Buffer(vid, sizes[vid], first[vid], last[vid]) for vid in first]
+            if v is not None and storage(v).id in home:
+                last[home[storage(v).id]] = k
+        kernel.inplace = _overwritten_inputs(kernel, k, home, last_read, storage)
+        for j, v in enumerate(kernel.outputs):
+            if v.id in io or v.is_const or v.id in home:
+                continue
+            if j == 0 and kernel.inplace:
+                key = home[storage(kernel.inputs[kernel.inplace[0]]).id]
+            else:
+                key, first[v.id], sizes[v.id] = v.id, k, v.type.nbytes
+            home[v.id] = key
+            last[key] = max(last.get(key, k), k)
+    buffers = [Buffer(key, sizes[key], first[key], last[key]) for key in first]
     scratch_keys = {}
     for k, kernel in enumerate(kernels):
         if kernel.scratch_bytes:
             scratch_keys[k] = -(k + 1)
             buffers.append(Buffer(-(k + 1), kernel.scratch_bytes, k, k))
-    return plan_memory(buffers, arena_align), scratch_keys
+    plan = plan_memory(buffers, arena_align)
+    plan.in_place = {vid: key for vid, key in home.items() if vid != key}
+    for vid, key in plan.in_place.items():
+        plan.offsets[vid] = plan.offsets[key]
+    return plan, scratch_keys
+
+
+def _overwritten_inputs(kernel: Kernel, k: int, home: dict[int, int], last_read: dict[int, int],
+                       storage) -> tuple[int, ...]:
+    """The inputs reading the buffer kernel `k`'s output 0 may take (empty: none): one the op
+    allows, in the arena (never a graph input or output, or a constant), read by no later
+    kernel, and read by this one only through inputs the op allows (a read at other offsets
+    would see new bytes)."""
+    out = kernel.outputs[0] if kernel.outputs else None
+    for i in kernel.overwritable:
+        src = storage(kernel.inputs[i])
+        if (src.id not in home or last_read[src.id] != k or out is None
+                or src.type.nbytes != out.type.nbytes):
+            continue
+        readers = [j for j, v in enumerate(kernel.inputs)
+                   if v is not None and storage(v).id == src.id]
+        if all(j in kernel.overwritable for j in readers):
+            return tuple(readers)
+    return ()

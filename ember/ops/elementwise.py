@@ -15,7 +15,7 @@ from ember.graph import dtypes as dt
 from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
-from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.registry import OpDef, fail, register_op, same_layout_inputs
 from ember.ops.vecmath import FLOAT32_FUNCTIONS
 from ember.render.cwriter import CWriter, c_literal
 
@@ -406,6 +406,10 @@ class Elementwise(OpDef):
 
     def is_view(self, node: Node) -> bool:
         return node.op == "Identity"
+
+    def overwritable_inputs(self, node: Node) -> tuple[int, ...]:
+        # emit_elementwise loads every operand's element i, then stores out[i]
+        return same_layout_inputs(node)
 
     def infer(self, node: Node) -> list[TensorType]:
         present = operands(node)

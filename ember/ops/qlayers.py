@@ -19,7 +19,7 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
 from ember.ops.quant import FIXED_POINT_C, tfl_check, tfl_params
-from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.registry import OpDef, fail, register_op, same_layout_inputs
 from ember.ops.window import sliding_window
 
 _INT8 = (dt.I8,)
@@ -55,6 +55,11 @@ class TflAdd(OpDef):
         if shape is None:
             raise fail(node, f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast")
         return [TensorType(a.dtype, shape)]
+
+    def overwritable_inputs(self, node: Node) -> tuple[int, ...]:
+        # each iteration reads a's and b's element, then writes the output's (a residual
+        # Add's output takes the dying operand's buffer)
+        return same_layout_inputs(node)
 
     def lower(self, node: Node, ctx) -> None:
         q: TflAddParams = tfl_params(node, TflAddParams)

@@ -22,7 +22,8 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
-from ember.ops.registry import OpDef, fail, normalize_axis, register_op, unsupported
+from ember.ops.registry import (OpDef, fail, normalize_axis, register_op, same_layout_inputs,
+                                unsupported)
 from ember.render.cwriter import c_float
 
 #: C helpers, bit-exact with gemmlowp / TFLite (kernels/internal/common.h). Shifts of a negative
@@ -312,6 +313,10 @@ class TflQuantize(OpDef):
         if node.inputs[0].type.dtype not in (dt.F32, dt.I8, dt.U8, dt.I16):
             raise unsupported(node, f"quantizing {node.inputs[0].type.dtype} is not supported")
         return [TensorType(to, node.inputs[0].type.shape)]
+
+    def overwritable_inputs(self, node: Node) -> tuple[int, ...]:
+        # y[i] from x[i] alone (requantizing int8 <-> uint8; wider inputs have other offsets)
+        return same_layout_inputs(node)[:1]
 
     def lower(self, node: Node, ctx) -> None:
         q: TflQuantizeParams = tfl_params(node, TflQuantizeParams)

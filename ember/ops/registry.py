@@ -42,6 +42,13 @@ class OpDef:
         view of the input's buffer instead of a kernel."""
         return False
 
+    def overwritable_inputs(self, node: Node) -> tuple[int, ...]:
+        """Inputs whose buffer output 0 may take over (in-place) when the input is read by
+        nothing after this node: the kernel reads each element of that input before it writes
+        output 0's element at the same byte offset, and reads no element after writing it.
+        Default: none. The memory plan decides; it never takes a graph input's buffer."""
+        return ()
+
     def flops(self, node: Node) -> int:
         """Arithmetic operations the node performs (multiply-add counts 2); for reports."""
         return sum(v.type.size for v in node.outputs)
@@ -78,6 +85,15 @@ def registered_ops() -> list[str]:
 def _load_families() -> None:
     # Importing the family modules registers their ops.
     import ember.ops  # noqa: F401
+
+
+def same_layout_inputs(node: Node) -> tuple[int, ...]:
+    """Inputs laid out as output 0 (same shape, same element size): element i of each sits at
+    output 0's element i's byte offset. What an elementwise kernel may overwrite in place."""
+    out = node.outputs[0].type
+    return tuple(k for k, v in enumerate(node.inputs)
+                 if v is not None and v.type.shape == out.shape
+                 and v.type.dtype.numpy.itemsize == out.dtype.numpy.itemsize)
 
 
 def fail(node: Node, message: str) -> ShapeError:

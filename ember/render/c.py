@@ -65,9 +65,14 @@ def render_model(model: LoweredModel, version: str) -> str:
 
 def _kernel(w: CWriter, kernel: Kernel) -> None:
     w.line("/* " + "; ".join(c_comment(c) for c in kernel.covers) + " */")
-    params = [f"const {v.type.dtype.c} *restrict in{k}" for k, v in enumerate(kernel.inputs)
-              if v is not None]
-    params += [f"{v.type.dtype.c} *restrict out{k}" for k, v in enumerate(kernel.outputs)]
+    # an in-place kernel's output 0 and the inputs reading the buffer it overwrites alias:
+    # none of them is restrict
+    def restrict(aliased: bool) -> str:
+        return "" if aliased else "restrict "
+    params = [f"const {v.type.dtype.c} *{restrict(k in kernel.inplace)}in{k}"
+              for k, v in enumerate(kernel.inputs) if v is not None]
+    params += [f"{v.type.dtype.c} *{restrict(k == 0 and bool(kernel.inplace))}out{k}"
+               for k, v in enumerate(kernel.outputs)]
     params += [f"const {_C_TYPES[data.dtype.str]} *restrict pk{j}"
                for j, data in enumerate(kernel.packed)]
     if kernel.scratch_bytes:

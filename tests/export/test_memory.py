@@ -73,3 +73,15 @@ def test_parse_allocations():
     assert (m.head_bytes, m.tail_bytes, m.total_bytes) == (16000, 8272, 24272)
     with pytest.raises(ValueError, match="lacks"):
         parse_allocations("nothing here")
+
+
+def test_residual_adds_run_in_place():
+    """ResNet-8's Adds write over an operand that dies there (bit-exactness of the exported
+    model, with these in-place kernels, is test_export_embedded's)."""
+    lowered = lower_for_export(model_path("pretrainedResnet_int8"))
+    adds = [k for k in lowered.kernels if k.name.endswith("_tfladd")]
+    assert len(adds) == 3 and all(len(k.inplace) == 1 for k in adds)
+    plan = lowered.plan
+    for kernel in adds:
+        assert plan.offsets[kernel.outputs[0].id] == \
+            plan.offsets[lowered.storage(kernel.inputs[kernel.inplace[0]]).id]

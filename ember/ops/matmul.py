@@ -215,6 +215,22 @@ def matrix_operand(name: str, shape: tuple[int, ...], out_batch: tuple[int, ...]
     return Operand(name, batch, st[-2], st[-1])
 
 
+def matmul_shapes(node: Node, sa: tuple[int, ...], sb: tuple[int, ...]
+                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """numpy matmul's shapes: A and B as matrices (a 1-D A a row, a 1-D B a column) and the
+    broadcast batch dims; a clear error where they do not fit."""
+    if not sa or not sb:
+        raise fail(node, "inputs must have rank >= 1 (got a scalar)")
+    a2 = (1,) + sa if len(sa) == 1 else sa
+    b2 = sb + (1,) if len(sb) == 1 else sb
+    if a2[-1] != b2[-2]:
+        raise fail(node, f"inner dims differ: {list(sa)} x {list(sb)}")
+    batch = broadcast_shape(a2[:-2], b2[:-2])
+    if batch is None:
+        raise fail(node, f"batch dims do not broadcast: {list(sa)} x {list(sb)}")
+    return a2, b2, batch
+
+
 def own_inputs(node: Node) -> list:
     """The node's own inputs, without those a fused epilogue appended (see lower/to_kernels.py)."""
     epilogue = node.attrs.get("epilogue")
@@ -299,15 +315,7 @@ class MatMul(_GemmOp):
         a, b = inputs
         _same_dtypes(node, inputs)
         (sa, st_a), (sb, st_b) = folded_view(node, 0), folded_view(node, 1)
-        if not sa or not sb:
-            raise fail(node, "inputs must have rank >= 1 (got a scalar)")
-        a2 = (1,) + sa if len(sa) == 1 else sa
-        b2 = sb + (1,) if len(sb) == 1 else sb
-        if a2[-1] != b2[-2]:
-            raise fail(node, f"inner dims differ: {list(sa)} x {list(sb)}")
-        batch = broadcast_shape(a2[:-2], b2[:-2])
-        if batch is None:
-            raise fail(node, f"batch dims do not broadcast: {list(sa)} x {list(sb)}")
+        a2, b2, batch = matmul_shapes(node, sa, sb)
         na, nb = names or ("in0", "in1")
         return GemmProblem(a.type.dtype, batch, a2[-2], b2[-1], a2[-1],
                            matrix_operand(na, a2, batch, st_a), matrix_operand(nb, b2, batch, st_b),

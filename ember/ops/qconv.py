@@ -23,7 +23,8 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
-from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr
+from ember.lower.indexing import broadcast_strides, offset_expr
+from ember.ops.matmul import matmul_shapes
 from ember.ops.quant import (FCLAMP_C, FIXED_POINT_C, emit_quantize_value, mbqm, tfl_check,
                              tfl_params)
 from ember.ops.registry import OpDef, fail, register_op, unsupported
@@ -233,15 +234,7 @@ def _int_matmul(node: Node, a_k: int, b_k: int) -> _IntMatMul:
         if v.type.dtype not in _Q8:
             raise fail(node, f"inputs must be int8 or uint8, got {v.type.dtype}")
     sa, sb = a.type.shape, b.type.shape
-    if not sa or not sb:
-        raise fail(node, "inputs must have rank >= 1")
-    a2 = (1,) + sa if len(sa) == 1 else sa
-    b2 = sb + (1,) if len(sb) == 1 else sb
-    if a2[-1] != b2[-2]:
-        raise fail(node, f"inner dims differ: {list(sa)} x {list(sb)}")
-    batch = broadcast_shape(a2[:-2], b2[:-2])
-    if batch is None:
-        raise fail(node, f"batch dims do not broadcast: {list(sa)} x {list(sb)}")
+    a2, b2, batch = matmul_shapes(node, sa, sb)
     m, k, n = a2[-2], a2[-1], b2[-1]
     a_batch = tuple(s * m * k for s in broadcast_strides(a2[:-2], batch))
     b_batch = tuple(s * k * n for s in broadcast_strides(b2[:-2], batch))

@@ -249,14 +249,12 @@ _AT = "outp[(ic + ir + r)*LDC + jc + jr + c]"
 
 def _emit_final(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
     """After the last K slice, every element of the finished micro-tile goes through `final`
-    (a constant-width loop for full tiles, so the epilogue vectorizes)."""
+    (one vectorized loop; emitted once, as the epilogue can be long)."""
     at = _AT.replace("LDC", f"{g.ldc}")
-    with w.block(f"if (pc + kc == {g.k})"):
-        for bound, cond in ((f"{t.nr}", f"if (nr == {t.nr})"), ("nr", "else")):
-            with w.block(cond), w.block("for (int64_t r = 0; r < mr; ++r)"):
-                # GCC gives up on this loop on its own (it cannot tell out0 and outp apart);
-                # its elements are independent: each reads and writes only itself.
-                w.line("#pragma omp simd")
-                with w.block(f"for (int64_t c = 0; c < {bound}; ++c)"):
-                    w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
-                    final("i", "j", at)
+    with w.block(f"if (pc + kc == {g.k})"), w.block("for (int64_t r = 0; r < mr; ++r)"):
+        # GCC gives up on this loop on its own (it cannot tell out0 and outp apart); its
+        # elements are independent: each reads and writes only itself.
+        w.line("#pragma omp simd")
+        with w.block("for (int64_t c = 0; c < nr; ++c)"):
+            w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
+            final("i", "j", at)

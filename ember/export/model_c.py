@@ -17,17 +17,9 @@ from ember.graph.ir import Value
 from ember.lower.memory_plan import align
 from ember.lower.to_kernels import LoweredModel
 from ember.ops.vecmath import VECMATH_C
-from ember.render.c import render_calls, render_kernels
+from ember.render.c import IPOW_C, render_calls, render_kernels
 from ember.render.cwriter import CWriter, c_comment
 
-_IPOW = r"""
-static inline int64_t ember_ipow(int64_t base, int64_t exp) {
-    int64_t result = 1;
-    if (exp < 0) return base == 1 ? 1 : (base == -1 ? ((exp & 1) ? -1 : 1) : 0);
-    while (exp) { if (exp & 1) result *= base; base *= base; exp >>= 1; }
-    return result;
-}
-"""
 # <string.h> is not among C99's freestanding headers (bare-metal toolchains may lack it)
 _STRING_H = r"""
 #if __STDC_HOSTED__
@@ -114,7 +106,7 @@ def render_model_c(model: LoweredModel, header: str) -> str:
         w.line("#include <math.h>")
     w.line('#include "model.h"')
     if "ember_ipow" in kernels:
-        w.lines(_IPOW)
+        w.lines(IPOW_C)
     if vecmath:
         w.lines(VECMATH_C)
     w.line()

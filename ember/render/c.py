@@ -15,12 +15,8 @@ from ember.lower.to_kernels import LoweredModel
 from ember.ops.vecmath import VECMATH_C
 from ember.render.cwriter import CWriter, c_comment
 
-PRELUDE = r"""
-#include <math.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
+#: integer power for Pow on integers (shared with the embedded export's model.c)
+IPOW_C = r"""
 static inline int64_t ember_ipow(int64_t base, int64_t exp) {
     int64_t result = 1;
     if (exp < 0) return base == 1 ? 1 : (base == -1 ? ((exp & 1) ? -1 : 1) : 0);
@@ -28,6 +24,13 @@ static inline int64_t ember_ipow(int64_t base, int64_t exp) {
     return result;
 }
 """
+
+PRELUDE = r"""
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+""" + IPOW_C
 
 
 #: C element types of packed constants, by numpy dtype

@@ -87,8 +87,9 @@ def conv_positions_on_m(positions: int, t: GemmTiles) -> bool:
     return use(positions, t.nr) < use(positions, t.mr) * _SWAP_GAIN
 
 
-#: Winograd F(4x4, 3x3): outputs per tile side, transformed tile side, GEMM panel width (tiles)
-_WINOGRAD_TILE, _WINOGRAD_ALPHA, _WINOGRAD_NR = 4, 6, 16
+#: Winograd F(4x4, 3x3): outputs per tile side, transformed tile side, GEMM panel width (tiles;
+#: the float32 GEMM's nr, two 8-float vectors). ops/conv_winograd.py builds on these.
+WINOGRAD_TILE, WINOGRAD_ALPHA, WINOGRAD_NR = 4, 6, 16
 
 
 def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
@@ -99,6 +100,6 @@ def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
     transforms is about 14 multiply-adds of the GEMM per channel. Fitted on a Zen 1 core,
     single thread (tools/bench_winograd.py): Winograd wins 1.2-2.9x where this picks it,
     loses or ties where it does not."""
-    panels = -(-(-(-oh // _WINOGRAD_TILE) * -(-ow // _WINOGRAD_TILE)) // _WINOGRAD_NR)
-    saving = 9 * oh * ow / (_WINOGRAD_ALPHA * _WINOGRAD_ALPHA * _WINOGRAD_NR * panels)
+    panels = -(-(-(-oh // WINOGRAD_TILE) * -(-ow // WINOGRAD_TILE)) // WINOGRAD_NR)
+    saving = 9 * oh * ow / (WINOGRAD_ALPHA * WINOGRAD_ALPHA * WINOGRAD_NR * panels)
     return saving > 1 + 14 * (1 / cin + 1 / cout)

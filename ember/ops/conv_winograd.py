@@ -37,14 +37,15 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
-from ember.lower.schedule import gemm_tiles, winograd_pays
+from ember.lower.schedule import (WINOGRAD_ALPHA, WINOGRAD_NR, WINOGRAD_TILE, gemm_tiles,
+                                  winograd_pays)
 from ember.ops.conv_gemm import emit_conv_gemm
 from ember.render.cwriter import CWriter
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
 
-TILE, ALPHA = 4, 6            # outputs per tile side; input patch (and transform) side
+TILE, ALPHA = WINOGRAD_TILE, WINOGRAD_ALPHA    # outputs per tile side; input patch side
 
 _H, _Q = Fr(1, 2), Fr(1, 4)
 #: A^T (4 x 6), G (6 x 3), B^T (6 x 6) for the points above (Cook-Toom construction)
@@ -65,7 +66,7 @@ BT = ((1, -3 * _H, -2, 3 * _H, 1, 0),
       (0, _H, -1, -_H, 1, 0),
       (0, 1, -3 * _H, -2, 3 * _H, 1))
 
-_NR = 16        # columns of the GEMM's B panels (gemm_tiles: two 8-float vectors)
+_NR = WINOGRAD_NR       # columns of the GEMM's B panels
 
 #: inputs with |x| >= 2^64 (exponent bits at or above this) or not finite take the GEMM path
 _BIG_EXPONENT_BITS = (127 + 64) << 23

@@ -134,9 +134,12 @@ _MAKE_HEAD = """\
 #                            element type (several inputs: their bytes one after another)
 #   make size                text/data/bss of the model alone and of the whole image
 #   OPT=-Os make ...         another optimization level (run `make clean` first)
-BUILD  := build
+#   SIMD=0 make ...          the portable C kernels only, without the core's DSP/MVE
+#                            instructions (built apart, in build-nosimd/), for comparison
+SIMD   ?= 1
+BUILD  := build$(if $(filter 0,$(SIMD)),-nosimd)
 OPT    ?= -O2
-STRICT := -std=c99 -pedantic -Wall -Wextra -Werror
+STRICT := -std=c99 -pedantic -Wall -Wextra -Werror $(if $(filter 0,$(SIMD)),-DEMBER_NO_SIMD)
 """
 
 _MAKE_CROSS = """\

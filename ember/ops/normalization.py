@@ -81,25 +81,11 @@ def _row(w: CWriter, n: int):
 
 def _softmax_rows(w: CWriter, src: str, dst: str, rows: int, n: int, threads: int,
                   log: bool) -> None:
-    """float rows along the contiguous last axis: max, exp (into the output) and its sum,
-    then scale (or subtract the log of the sum), each pass a vector loop; rows over threads.
-    NaN, +inf and all -inf rows give NaN through exp, as in the strided version below."""
+    """float rows along the contiguous last axis through ember_softmax_rowf (ops/vecmath.py:
+    max, then exp and sum in one vector pass, then scale); rows over threads."""
     parallel_for(w, threads, rows)
     with w.block(f"for (int64_t o = 0; o < {rows}; ++o)"):
-        w.line(f"const float *p = {src} + o * {n};")
-        w.line(f"float *q = {dst} + o * {n};")
-        w.line(f"const float m = ember_row_maxf(p, {n});")
-        with _row(w, n):
-            w.line("q[j] = ember_expf(p[j] - m);")
-        w.line(f"const float s = ember_row_sumf(q, {n});")
-        if log:
-            w.line("const float ls = logf(s);")
-            with _row(w, n):
-                w.line("q[j] = p[j] - m - ls;")
-        else:
-            w.line("const float r = 1.0f / s;")
-            with _row(w, n):
-                w.line("q[j] = q[j] * r;")
+        w.line(f"ember_softmax_rowf({src} + o * {n}, {dst} + o * {n}, {n}, {int(log)});")
 
 
 def _softmax_row(w: CWriter, T: str, n: int, inner: int, log: bool) -> None:

@@ -188,6 +188,64 @@ static inline float ember_row_maxf(const float *restrict p, int64_t n) {
     return m;
 }
 
+/* exp(x) for Softmax's x = value - row maximum <= 0, 8 lanes: results below the smallest
+   normal float (x < -87) flush to 0, since a softmax term that small is far below every
+   tolerance and arithmetic on denormals is slow (masked scores sit at -10000); NaN gives NaN.
+   The reduction and polynomial are ember_exp_reduced's. */
+static inline ember_v8f ember_v8f_exp_neg(ember_v8f x) {
+    const ember_v8i tiny = x < -87.0f;
+    x = (ember_v8f)(((ember_v8i)x & ~tiny) | ((ember_v8i)(ember_v8f){-87.0f, -87.0f, -87.0f,
+        -87.0f, -87.0f, -87.0f, -87.0f, -87.0f} & tiny));
+    const ember_v8f t = x * 1.44269502162933349609f + 12582912.0f;
+    const ember_v8f n = t - 12582912.0f;
+    const ember_v8i k = (ember_v8i)t - 0x4b400000;
+    ember_v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    ember_v8f p = r * 1.98577952687628567e-4f + 1.39335973653942347e-3f;
+    p = p * r + 8.33336077630519867e-3f;
+    p = p * r + 4.16664667427539825e-2f;
+    p = p * r + 1.66666671633720398e-1f;
+    p = p * r + 0.5f;
+    const ember_v8f y = ((p * r) * r + r + 1.0f) * (ember_v8f)((k + 127) << 23);
+    return (ember_v8f)((ember_v8i)y & ~tiny);
+}
+
+/* Softmax (log = 0) or LogSoftmax (log = 1) of the n contiguous floats at p, into q: the row
+   maximum, then exp and its sum in one vector pass (a ragged end padded with -Inf, whose exp
+   is 0), then the scaling. A row of -Inf, or one holding +Inf or NaN, gives NaN (through
+   -Inf - -Inf, +Inf - +Inf or NaN in the exp), as in onnxruntime. */
+static inline void ember_softmax_rowf(const float *restrict p, float *restrict q, int64_t n,
+                                      int log) {
+    const float m = ember_row_maxf(p, n);
+    ember_v8f a = {0}, b = {0};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const ember_v8f e = ember_v8f_exp_neg(ember_v8f_load(p + j) - m);
+        const ember_v8f f = ember_v8f_exp_neg(ember_v8f_load(p + j + 8) - m);
+        a += e;
+        b += f;
+        if (!log) { memcpy(q + j, &e, sizeof e); memcpy(q + j + 8, &f, sizeof f); }
+    }
+    if (j < n) {
+        float v[16];
+        for (int l = 0; l < 16; ++l) v[l] = j + l < n ? p[j + l] : -INFINITY;
+        const ember_v8f e = ember_v8f_exp_neg(ember_v8f_load(v) - m);
+        const ember_v8f f = ember_v8f_exp_neg(ember_v8f_load(v + 8) - m);
+        a += e;
+        b += f;
+        if (!log) for (int l = 0; j + l < n; ++l) q[j + l] = l < 8 ? e[l] : f[l - 8];
+    }
+    a += b;
+    const float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    if (log) {
+        const float ls = logf(s);
+        for (j = 0; j < n; ++j) q[j] = p[j] - m - ls;
+    } else {
+        const float r = 1.0f / s;
+        for (j = 0; j < n; ++j) q[j] = q[j] * r;
+    }
+}
+
 static inline float ember_row_sumf(const float *restrict p, int64_t n) {
     ember_v8f a = {0}, b = {0};
     int64_t j = 0;

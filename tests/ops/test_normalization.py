@@ -220,6 +220,20 @@ def test_softmax_nan_inf_in_vector_part(op, rng):
     check_node(op, {"x": x}, {"axis": -1}, opset=13)
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_underflow(op, rng):
+    """Masked scores (-10000, as BERT adds), and terms whose exp is denormal (x - max near -90)
+    or just normal (-87): Softmax flushes those below the smallest normal float to 0."""
+    x = normal((4, 40), rng)
+    x[0, ::3] = -10000.0
+    x[1, :] = -10000.0
+    x[1, 17] = 1.5
+    x[2, :] = np.linspace(-100.0, 0.0, 40, dtype=np.float32)
+    x[3, :] = -86.9 + normal((40,), rng) * 0.01
+    x[3, 39] = 0.0
+    check_node(op, {"x": x}, {"axis": -1}, opset=13)
+
+
 @pytest.mark.parametrize("n", [1, 7, 9, 384, 1001])
 def test_layer_norm_rows_threads(n, rng):
     x = normal((3, 4, n), rng) * 2 + 3

@@ -84,12 +84,10 @@ class Im2col:
 @dataclass(frozen=True)
 class RowOffsets:
     """B read in place, unpacked: element (k, j) at base[offsets[k] + j] (`offsets` a C array
-    of K int64, e.g. a convolution's tap offsets into a padded image). With `tail_readable`,
-    nr - 1 floats past the last element are readable and a ragged last panel reads them (and
-    drops their products); otherwise that panel is copied first."""
+    of K int64, e.g. a convolution's tap offsets into a padded image). nr - 1 floats past the
+    last element must be readable: a ragged last panel reads them (and drops their products)."""
     base: str
     offsets: str
-    tail_readable: bool = True
 
 
 #: final(i, j, value): write C statements storing `value` (a float expression) as out[i, j]
@@ -135,10 +133,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
     m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
     n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
     a_floats = 0 if isinstance(g.a, PackedConst) else min(t.mc, m_part) * kc_max
-    if isinstance(g.b, RowOffsets):
-        b_floats = 0 if g.b.tail_readable or g.n % t.nr == 0 else kc_max * t.nr
-    else:
-        b_floats = 0 if isinstance(g.b, PackedConst) else kc_max * min(t.nc, n_part)
+    b_floats = 0 if isinstance(g.b, (PackedConst, RowOffsets)) else kc_max * min(t.nc, n_part)
     per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
     if per_thread:
         ctx.request_scratch(threads * per_thread * 4)
@@ -233,12 +228,7 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
     with w.block(f"if (nr == {t.nr})"):
         call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0", in_place)
     with w.block("else"):
-        if offsets and not g.b.tail_readable and g.n % t.nr:   # copy it: nothing past N
-            w.line(f"for (int64_t k = 0; k < kc; ++k) for (int64_t c = 0; c < {t.nr}; ++c) "
-                   f"bpack[k*{t.nr} + c] = c < nr ? bq[{g.b.offsets}[pc + k] + c] : 0.0f;")
-            call("tile", f"{t.nr}", "0", ("", "bpack"))
-        else:
-            call("tile", f"{t.nr}", "0", in_place)
+        call("tile", f"{t.nr}", "0", in_place)
         w.line(f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < nr; ++c) "
                f"{_AT} = (pc ? {_AT} : 0.0f) + tile[r*{t.nr} + c];".replace("LDC", f"{g.ldc}"))
 

@@ -16,8 +16,9 @@ ConvPerChannel / DepthwiseConvPerChannel / FullyConnected, bit for bit.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +26,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_strides, offset_expr
 from ember.ops.matmul import matmul_shapes
+from ember.ops.qdot import (ACC_BLOCK, depthwise_acc_len, require_depthwise, require_dot,
+                            require_requant)
 from ember.ops.quant import (FCLAMP_C, FIXED_POINT_C, emit_quantize_value, mbqm, tfl_check,
                              tfl_params)
 from ember.ops.registry import OpDef, fail, register_op, unsupported
@@ -114,6 +117,105 @@ def _emit_int_conv(ctx, g: _IntConv, x_term: Callable[[str], str],
                 y = (f"(n * {out_size} + {of}) * {g.out_channels} + oc" if g.channels_last
                      else f"(n * {g.out_channels} + oc) * {out_size} + {of}")
                 w.line(f"{ctx.outs[0]}[{y}] = {finish('acc')};")
+
+
+def _fast_tfl_conv(node: Node, g: _IntConv) -> bool:
+    """Whether TflConv2D takes _emit_tfl_conv: int8 operands, every index within int32."""
+    types = [node.inputs[0].type, node.inputs[1].type, node.outputs[0].type]
+    return (all(t.dtype == dt.I8 for t in types) and g.channels_last
+            and max(t.size for t in types) < 2 ** 31)
+
+
+def _emit_tfl_conv(node: Node, ctx, g: _IntConv, q: "TflConvParams", bias: str | None) -> None:
+    """TflConv2D on int8 in NHWC with 32-bit indices. Per output position and spatial dim d:
+    i{d}, the input coordinate of tap 0, lo{d} the first tap inside the input and m{d} how
+    many are, so the tap loops test nothing. The sums are qdot.py's routines: a depthwise
+    conv (one input channel per output channel) sums all channels of a position at once;
+    otherwise one dot product per output channel and tap row, over the contiguous input
+    channels of a group (and over the row's taps too when groups == 1 and the innermost
+    dilation is 1: in NHWC and [O, KH, KW, I] those runs are contiguous in both operands).
+    A position's channels are then requantized together (_Requant)."""
+    w = ctx.w
+    rank = len(g.in_sp)
+    win = g.window
+    cpg, opg = g.channels // g.groups, g.out_channels // g.groups
+    in_size, k_size, out_size = math.prod(g.in_sp), math.prod(g.kernel), math.prod(g.out_sp)
+    x_st = [math.prod(g.in_sp[d + 1:]) * g.channels for d in range(rank)]
+    k_st = [math.prod(g.kernel[d + 1:]) * cpg for d in range(rank)]
+    x, wt, y = ctx.ins[0], ctx.ins[1], ctx.outs[0]
+    xo, wo = q.input_offset, q.filter_offset
+    weights = node.inputs[1].const
+    depthwise = cpg == 1 and opg == 1 and rank == 2 and weights is not None
+    rq = _Requant(ctx, q, bias, node.outputs[0].type.dtype, g.out_channels)
+    if depthwise:
+        dw = require_depthwise(ctx)
+        # [C, KH, KW, 1] -> [KH, KW, C]: a tap's weights contiguous over the channels
+        packed = ctx.pack_constant(np.moveaxis(np.asarray(weights).reshape(g.out_channels, -1),
+                                               0, 1), replaces=1)
+    with ExitStack() as positions:
+        positions.enter_context(w.block(f"for (int32_t n = 0; n < {g.batch}; ++n)"))
+        ov = [f"o{d}" for d in range(rank)]
+        for d in range(rank):
+            positions.enter_context(w.block(f"for (int32_t o{d} = 0; o{d} < {g.out_sp[d]}; "
+                                            f"++o{d})"))
+            s, p, dil = win.strides[d], win.pads_begin[d], win.dilations[d]
+            w.line(f"const int32_t i{d} = o{d} * {s} - {p};")
+            w.line(f"const int32_t lo{d} = i{d} < 0 ? {_ceil_div(f'-i{d}', dil)} : 0;")
+            w.line(f"const int32_t t{d} = {_ceil_div(f'{g.in_sp[d]} - i{d}', dil)};")
+            w.line(f"const int32_t hi{d} = t{d} < {g.kernel[d]} ? t{d} : {g.kernel[d]};")
+            w.line(f"const int32_t m{d} = hi{d} > lo{d} ? hi{d} - lo{d} : 0;")
+        start = " + ".join(f"(i{d} + lo{d} * {win.dilations[d]}) * {x_st[d]}" for d in range(rank))
+        w.line(f"const int8_t *const xs = {x} + n * {in_size * g.channels} + {start or '0'};")
+        w.line(f"int8_t *const ys = {y} + (n * {out_size} + {_flat(ov, g.out_sp)}) * "
+               f"{g.out_channels};")
+        with rq.blocks("ys") as (first, count):
+            if depthwise:
+                k1 = g.kernel[1]
+                at = "" if first == "0" else f" + {first}"
+                w.line(f"{dw}(accs, xs{at}, {packed}{at} + (lo0 * {k1} + lo1) * {g.channels}, "
+                       f"{count}, m0, m1, {win.dilations[0] * x_st[0]}, "
+                       f"{win.dilations[1] * x_st[1]}, {k1 * g.channels}, {g.channels}, "
+                       f"{xo}, {wo});")
+            else:
+                _emit_conv_block(ctx, g, q, (first, count), k_st, x_st)
+
+
+def _emit_conv_block(ctx, g: _IntConv, q: "TflConvParams", block: tuple[str, str],
+                     k_st: list[int], x_st: list[int]) -> None:
+    """accs[oc - first] = the sum of output channel oc at the position (xs: its first tap
+    inside the input), for oc in the block: one dot product per tap row, or per tap."""
+    w, win, rank = ctx.w, g.window, len(g.in_sp)
+    cpg, opg = g.channels // g.groups, g.out_channels // g.groups
+    first, count = block
+    dot = require_dot(ctx)
+    merge = g.groups == 1 and win.dilations[-1] == 1
+    looped = rank - 1 if merge else rank
+    end = count if first == "0" else f"{first} + {count}"
+    with w.block(f"for (int32_t oc = {first}; oc < {end}; ++oc)"), ExitStack() as taps:
+        group = f" + (oc / {opg}) * {cpg}" if g.groups > 1 else ""
+        w.line(f"const int8_t *const xg = xs{group};")
+        lo = " + ".join(f"lo{d} * {k_st[d]}" for d in range(rank))
+        w.line(f"const int8_t *const wg = {ctx.ins[1]} + oc * {math.prod(g.kernel) * cpg} + "
+               f"{lo or '0'};")
+        w.line("int32_t acc = 0;")
+        for d in range(looped):
+            taps.enter_context(w.block(f"for (int32_t k{d} = 0; k{d} < m{d}; ++k{d})"))
+        xi = " + ".join(f"k{d} * {win.dilations[d] * x_st[d]}" for d in range(looped))
+        wi = " + ".join(f"k{d} * {k_st[d]}" for d in range(looped))
+        n = f"m{rank - 1} * {cpg}" if merge else str(cpg)
+        w.line(f"acc += {dot}(xg + {xi or '0'}, wg + {wi or '0'}, {n}, {q.input_offset}, "
+               f"{q.filter_offset});")
+        taps.close()
+        w.line(f"accs[{_minus('oc', first)}] = acc;")
+
+
+def _minus(a: str, b: str) -> str:
+    return a if b == "0" else f"{a} - {b}"
+
+
+def _ceil_div(num: str, den: int) -> str:
+    """C for num / den rounded up, for num >= 0 (rounded towards 0 when num < 0)."""
+    return num if den == 1 else f"({num} + {den - 1}) / {den}"
 
 
 def _flat(names: list[str], shape: tuple[int, ...]) -> str:
@@ -318,6 +420,51 @@ def _finish_tfl(ctx, q: TflConvParams, channel: str, bias: str | None, out: dt.D
             f"{q.act_min}, {q.act_max})")
 
 
+class _Requant:
+    """Finishing the accumulators of a position's channels, ACC_BLOCK channels at a time: the
+    sums go to a small int32 array on the stack (`accs`, so the arena does not grow), then
+    qdot.py's ember_requant_s8 requantizes the block (vectorized with MVE) with TFLite Micro's
+    double rounding, or a loop does with single rounding."""
+
+    def __init__(self, ctx, q: TflConvParams, bias: str | None, out: dt.DType,
+                 channels: int) -> None:
+        self.ctx, self.q, self.bias, self.out, self.channels = ctx, q, bias, out, channels
+        self.block = min(ACC_BLOCK, depthwise_acc_len(channels))
+        ctx.w.line(f"int32_t accs[{self.block}];")
+        if not q.single_rounding:
+            self.call = require_requant(ctx)
+            m, sh = (np.broadcast_to(np.array(v, np.int32), (channels,))
+                     for v in (q.multipliers, q.shifts))
+            self.mult, self.shift = ctx.pack_constant(m), ctx.pack_constant(sh)
+
+    @contextmanager
+    def blocks(self, y: str) -> Iterator[tuple[str, str]]:
+        """The loop over channel blocks (none when one block holds them all); yields the C
+        first channel and count of the block, whose sums the body leaves in accs[0 .. count);
+        their outputs then go to y[first ...]."""
+        w, q = self.ctx.w, self.q
+        with ExitStack() as loop:
+            if self.channels <= self.block:
+                first, count = "0", str(self.channels)
+            else:
+                first, count = "cb", "nb"
+                loop.enter_context(w.block(f"for (int32_t cb = 0; cb < {self.channels}; "
+                                           f"cb += {self.block})"))
+                w.line(f"const int32_t nb = {self.channels} - cb < {self.block} ? "
+                       f"{self.channels} - cb : {self.block};")
+            yield first, count
+            at = (lambda ptr: ptr) if first == "0" else (lambda ptr: f"{ptr} + {first}")
+            if not q.single_rounding:
+                w.line(f"{self.call}({at(y)}, accs, {at(self.bias) if self.bias else '0'}, "
+                       f"{at(self.mult)}, {at(self.shift)}, {count}, {q.output_offset}, "
+                       f"{q.act_min}, {q.act_max});")
+                return
+            with w.block(f"for (int32_t c = 0; c < {count}; ++c)"):
+                w.line("int32_t acc = accs[c];")
+                channel = "c" if first == "0" else f"{first} + c"
+                w.line(f"{y}[{channel}] = {_finish_tfl(self.ctx, q, channel, self.bias, self.out)};")
+
+
 def _check_tfl(node: Node, q: TflConvParams, channels: int) -> None:
     if len(q.multipliers) not in (1, channels) or len(q.shifts) != len(q.multipliers):
         raise fail(node, f"{len(q.multipliers)} multipliers do not fit {channels} channels")
@@ -348,6 +495,9 @@ class TflConv2D(OpDef):
         x, wt = ctx.ins[0], ctx.ins[1]
         bias = ctx.ins[2] if node.input(2) is not None else None
         out = node.outputs[0].type.dtype
+        if _fast_tfl_conv(node, g):
+            _emit_tfl_conv(node, ctx, g, q, bias)
+            return
         _emit_int_conv(ctx, g, lambda i: f"((int32_t){x}[{i}] + {q.input_offset})",
                        lambda i: f"((int32_t){wt}[{i}] + {q.filter_offset})",
                        lambda acc: _finish_tfl(ctx, q, "oc", bias, out))
@@ -385,11 +535,24 @@ class TflFullyConnected(OpDef):
         w = ctx.w
         x, wt = ctx.ins[0], ctx.ins[1]
         bias = ctx.ins[2] if node.input(2) is not None else None
-        with w.block(f"for (int64_t r = 0; r < {rows}; ++r)"):
-            with w.block(f"for (int64_t u = 0; u < {units}; ++u)"):
-                w.line("int32_t acc = 0;")
-                with w.block(f"for (int64_t d = 0; d < {depth}; ++d)"):
-                    w.line(f"acc += ((int32_t){wt}[u * {depth} + d] + {q.filter_offset}) * "
-                           f"((int32_t){x}[r * {depth} + d] + {q.input_offset});")
-                value = _finish_tfl(ctx, q, "u", bias, node.outputs[0].type.dtype)
-                w.line(f"{ctx.outs[0]}[r * {units} + u] = {value};")
+        out = node.outputs[0].type.dtype
+        types = [node.inputs[0].type, node.inputs[1].type]
+        if not (all(t.dtype == dt.I8 for t in types) and max(t.size for t in types) < 2 ** 31):
+            with w.block(f"for (int64_t r = 0; r < {rows}; ++r)"):
+                with w.block(f"for (int64_t u = 0; u < {units}; ++u)"):
+                    w.line("int32_t acc = 0;")
+                    with w.block(f"for (int64_t d = 0; d < {depth}; ++d)"):
+                        w.line(f"acc += ((int32_t){wt}[u * {depth} + d] + {q.filter_offset}) "
+                               f"* ((int32_t){x}[r * {depth} + d] + {q.input_offset});")
+                    w.line(f"{ctx.outs[0]}[r * {units} + u] = "
+                           f"{_finish_tfl(ctx, q, 'u', bias, out)};")
+            return
+        dot = require_dot(ctx)
+        rq = _Requant(ctx, q, bias, out, units)
+        with w.block(f"for (int32_t r = 0; r < {rows}; ++r)"):
+            w.line(f"int8_t *const ys = {ctx.outs[0]} + r * {units};")
+            with rq.blocks("ys") as (first, count):
+                end = count if first == "0" else f"{first} + {count}"
+                with w.block(f"for (int32_t u = {first}; u < {end}; ++u)"):
+                    w.line(f"accs[{_minus('u', first)}] = {dot}({x} + r * {depth}, {wt} + u * {depth}, "
+                           f"{depth}, {q.input_offset}, {q.filter_offset});")

@@ -17,6 +17,7 @@ from ember.frontend.tflite import import_tflite, is_tflite_source, load_tflite
 from ember.graph.ir import Graph
 from ember.lower.to_kernels import LoweredModel, lower_graph
 from ember.options import CompileOptions
+from ember.passes.fuse_gelu import FuseGelu
 from ember.passes.pipeline import run_pipeline
 from ember.render.c import render_model
 from ember.runtime.cpu import FORMAT, CompiledModel, TensorInfo, _aligned_empty
@@ -36,6 +37,8 @@ def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
 
 
 def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None) -> Graph:
+    if options.opt_level >= 2:
+        graph = FuseGelu().run(graph)      # before the pipeline's fusions take the pattern apart
     return run_pipeline(graph, options.opt_level, stop_after=stop_after, check=options.verify)
 
 

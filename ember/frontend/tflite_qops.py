@@ -21,7 +21,9 @@ from ember.frontend.tflite_reader import TflTensor
 from ember.graph import dtypes as dt
 from ember.graph.ir import Value
 from ember.ops.qconv import TflConvParams
-from ember.ops.qlayers import TflAddParams, TflPoolParams, TflSoftmaxParams
+from ember.ops import qtables
+from ember.ops.qelementwise import TflLookupParams, TflMulParams
+from ember.ops.qlayers import TflAddParams, TflMeanParams, TflPoolParams, TflSoftmaxParams
 from ember.ops.quant import TflQuantizeParams, quantize_float, quantize_multiplier
 
 QUANT_CONVERTERS: dict[str, Callable[[OpContext], None]] = {}
@@ -186,24 +188,52 @@ def fully_connected(ctx: OpContext) -> None:
     ctx.bind(y)
 
 
-@qconverts("ADD")
-def add(ctx: OpContext) -> None:
-    """TFLite's int8 ADD: both inputs brought to twice the larger input scale, with 20 bits of
-    headroom, then to the output scale (add.cc, PrepareGeneralSubOp)."""
+@qconverts("ADD", "SUB")
+def add_sub(ctx: OpContext) -> None:
+    """TFLite's int8 ADD and SUB: both inputs brought to twice the larger input scale, with 20
+    bits of headroom, then to the output scale (add.cc, sub.cc: PrepareGeneralSubOp)."""
     ctx.arity(2)
     a, a_scale, a_zero = int8_input(ctx, 0)
     b, b_scale, b_zero = int8_input(ctx, 1)
     out_scale, out_zero = int8_output(ctx)
+    subtract = ctx.op.opcode == "SUB"
     left_shift = 20
     twice_max = float(np.float32(2) * np.float32(max(a_scale, b_scale)))
     m1, s1 = quantize_multiplier(a_scale / twice_max)
     m2, s2 = quantize_multiplier(b_scale / twice_max)
     mo, so = quantize_multiplier(twice_max / float(np.float32(1 << left_shift)
                                                    * np.float32(out_scale)))
-    lo, hi = activation_range(ctx, ctx.options("AddOptions")["FusedActivationFunction"],
-                              out_scale, out_zero)
-    q = TflAddParams(-a_zero, -b_zero, left_shift, m1, s1, m2, s2, mo, so, out_zero, lo, hi)
+    options = ctx.options("SubOptions" if subtract else "AddOptions")
+    lo, hi = activation_range(ctx, options["FusedActivationFunction"], out_scale, out_zero)
+    q = TflAddParams(-a_zero, -b_zero, left_shift, m1, s1, m2, s2, mo, so, out_zero, lo, hi,
+                     subtract)
     ctx.bind(ctx.emit("TflAdd", [a, b], q=q))
+
+
+@qconverts("MUL")
+def mul(ctx: OpContext) -> None:
+    """One multiplier, input1_scale * input2_scale / output_scale in double (mul.cc)."""
+    ctx.arity(2)
+    a, a_scale, a_zero = int8_input(ctx, 0)
+    b, b_scale, b_zero = int8_input(ctx, 1)
+    out_scale, out_zero = int8_output(ctx)
+    multiplier, shift = quantize_multiplier(a_scale * b_scale / out_scale)
+    lo, hi = activation_range(ctx, ctx.options("MulOptions")["FusedActivationFunction"],
+                              out_scale, out_zero)
+    q = TflMulParams(-a_zero, -b_zero, multiplier, shift, out_zero, lo, hi)
+    ctx.bind(ctx.emit("TflMul", [a, b], q=q))
+
+
+@qconverts("MAXIMUM", "MINIMUM")
+def maximum_minimum(ctx: OpContext) -> None:
+    """The raw int8 values compared (TFLite's kernels do not requantize): only when both
+    inputs and the output share one quantization."""
+    ctx.arity(2)
+    (a, *qa), (b, *qb) = int8_input(ctx, 0), int8_input(ctx, 1)
+    if not qa == qb == list(int8_output(ctx)):
+        raise UnsupportedError(f"int8 {ctx.op.opcode} with inputs and output quantized "
+                               "differently is not supported")
+    ctx.bind(ctx.emit("Max" if ctx.op.opcode == "MAXIMUM" else "Min", [a, b]))
 
 
 @qconverts("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -243,6 +273,109 @@ def softmax(ctx: OpContext) -> None:
                         / (1 << left_shift))
     q = TflSoftmaxParams(multiplier, left_shift, -radius)
     ctx.bind(ctx.emit("TflSoftmax", [x], q=q))
+
+
+@qconverts("MEAN")
+def mean(ctx: OpContext) -> None:
+    """The sum over the axes, requantized as the oracle's kernel does (TflMeanParams): TFLite
+    Micro folds 1/n into the multiplier (QuantizedMeanOrSum); ai-edge-litert does too, except
+    over axes [1, 2] of a 4-d input with keep_dims, the axes as written (not normalized)."""
+    ctx.arity(2)
+    x, in_scale, in_zero = int8_input(ctx, 0)
+    out_scale, out_zero = int8_output(ctx)
+    keep = bool(ctx.options("ReducerOptions")["KeepDims"])
+    written = ctx.ints(1, "axes")
+    rank = x.type.rank
+    if any(not -rank <= a < rank for a in written):
+        raise ctx.fail(f"axes {written} are out of range for rank {rank}")
+    axes = tuple(sorted({a % rank for a in written}))
+    n = math.prod(x.type.shape[a] for a in axes)
+    multiplier, shift = quantize_multiplier(in_scale / out_scale)
+    if ctx.conv.litert_numerics and keep and rank == 4 and written in ([1, 2], [2, 1]):
+        q = TflMeanParams(axes, keep, "rounded", in_zero, multiplier, shift, out_zero)
+    else:
+        if n > 0:       # 1/n folded into the multiplier, at most 32 bits of it
+            fold = min(n.bit_length() - 1, 32, 31 + shift)
+            multiplier, shift = (multiplier << fold) // n, shift - fold
+        q = TflMeanParams(axes, keep, "scaled", in_zero, multiplier, shift, out_zero)
+    ctx.bind(ctx.emit("TflMean", [x], q=q))
+
+
+# -- activations: a table of the 256 results (ops/qtables.py) -------------------------------------
+def lookup(ctx: OpContext, x: Value, table: np.ndarray) -> None:
+    ctx.bind(ctx.emit("TflLookup", [x, ctx.constant(table, dt.I8)],
+                      q=TflLookupParams(ctx.op.opcode)))
+
+
+_SIGMOID_OUTPUT = {"LOGISTIC": ((1 / 256, -128), lambda v: 1 / (1 + np.exp(-v))),
+                   "TANH": ((1 / 128, 0), np.tanh)}
+
+
+@qconverts("LOGISTIC", "TANH")
+def logistic_tanh(ctx: OpContext) -> None:
+    """gemmlowp's fixed-point logistic / tanh on the input in Q4.27; the output quantization
+    is fixed (scale 1/256, zero point -128; tanh 1/128, 0)."""
+    ctx.arity(1)
+    x, scale, zero = int8_input(ctx, 0)
+    (out_scale, out_zero), fn = _SIGMOID_OUTPUT[ctx.op.opcode]
+    if int8_output(ctx) != (out_scale, out_zero):
+        raise UnsupportedError(f"int8 {ctx.op.opcode} needs output scale {out_scale:g} and "
+                               f"zero point {out_zero}")
+    if ctx.conv.litert_numerics:
+        return lookup(ctx, x, qtables.float_lut(scale, zero, out_scale, out_zero, fn))
+    scaling = qtables.sigmoid_input_scaling(scale)
+    if scaling is None:
+        raise UnsupportedError(f"int8 {ctx.op.opcode} with input scale {scale!r} is not "
+                               "supported (its Q31 multiplier overflows in TFLite)")
+    make = qtables.logistic_table if ctx.op.opcode == "LOGISTIC" else qtables.tanh_table
+    lookup(ctx, x, make(scale, zero, scaling))
+
+
+@qconverts("RELU", "RELU6")
+def relu(ctx: OpContext) -> None:
+    """RELU requantizes to the output scale, clamped below at the output's zero. TFLite
+    Micro's RELU6 clamps the input to [zero, six] in the input's own quantization (the
+    output's is not read); ai-edge-litert's requantizes as RELU does, clamped at 6 too."""
+    ctx.arity(1)
+    x, in_scale, in_zero = int8_input(ctx, 0)
+    out_scale, out_zero = int8_output(ctx)
+    relu6 = ctx.op.opcode == "RELU6"
+    if relu6 and not ctx.conv.litert_numerics:
+        return lookup(ctx, x, qtables.clamp_table(in_zero, min(127, max(
+            -128, quantize_float(6.0, in_scale, in_zero)))))
+    lo, hi = activation_range(ctx, 3 if relu6 else 1, out_scale, out_zero)
+    multiplier, shift = quantize_multiplier(in_scale / out_scale)
+    lookup(ctx, x, qtables.relu_table(in_zero, multiplier, shift, out_zero, lo, hi))
+
+
+@qconverts("LEAKY_RELU")
+def leaky_relu(ctx: OpContext) -> None:
+    """Two multipliers, each a float32 ratio (leaky_relu.cc computes them in float)."""
+    ctx.arity(1)
+    x, in_scale, in_zero = int8_input(ctx, 0)
+    out_scale, out_zero = int8_output(ctx)
+    alpha = np.float32(ctx.options("LeakyReluOptions")["Alpha"])
+    f32_in, f32_out = np.float32(in_scale), np.float32(out_scale)
+    identity = quantize_multiplier(float(f32_in / f32_out))
+    scaled_alpha = quantize_multiplier(float(f32_in * alpha / f32_out))
+    lookup(ctx, x, qtables.leaky_relu_table(in_zero, identity, scaled_alpha, out_zero))
+
+
+@qconverts("HARD_SWISH")
+def hard_swish(ctx: OpContext) -> None:
+    """The multipliers of hard_swish.cc's Prepare, from float32 ratios, rounded to Q15."""
+    ctx.arity(1)
+    x, in_scale, in_zero = int8_input(ctx, 0)
+    out_scale, out_zero = int8_output(ctx)
+    hires = np.float32(1 / 128) * np.float32(in_scale)
+    out_m, out_exp = quantize_multiplier(float(hires / np.float32(out_scale)))
+    relu_m, relu_exp = quantize_multiplier(float(hires / np.float32(3 / 32768)))
+    if out_exp > 0:
+        raise UnsupportedError("int8 HARD_SWISH with output scale below input scale / 128 "
+                               "is not supported")
+    lookup(ctx, x, qtables.hard_swish_table(in_zero, out_zero, qtables.downscale_to_int16(out_m),
+                                            out_exp, qtables.downscale_to_int16(relu_m),
+                                            relu_exp))
 
 
 # -- quantize and dequantize ----------------------------------------------------------------

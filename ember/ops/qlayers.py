@@ -1,14 +1,18 @@
 """TFLite's int8 layers other than convolutions, bit-exact with its reference kernels: the
-Ember-internal ops TflAdd, TflPool2D (average or max, NHWC) and TflSoftmax, all integer only.
+Ember-internal ops TflAdd, TflPool2D (average or max, NHWC), TflSoftmax and TflMean, all
+integer only.
 
 TflAdd       each input: (x + offset) << left_shift, scaled by its own fixed-point multiplier
-             to a common scale; the sum scaled by the output multiplier, + zero point, clamped
-             (TFLite's AddElementwise / BroadcastAdd4DSlow). Inputs broadcast.
+             to a common scale; the sum (or for SUB the difference) scaled by the output
+             multiplier, + zero point, clamped (TFLite's AddElementwise / BroadcastAdd4DSlow,
+             SubElementwise / BroadcastQuantSubSlow). Inputs broadcast.
 TflPool2D    max, or the average over the taps inside the input rounded half away from zero
              (integer division), clamped to the fused activation's range.
 TflSoftmax   gemmlowp's fixed-point exp and reciprocal over the last axis, as TFLite's
              reference Softmax (and TFLite Micro's) computes it: differences from the row
              maximum, scaled by beta * input_scale into Q5.26, exp in Q0.31, summed in Q12.19.
+TflMean      the int32 sum over the reduced axes, then one of the two ways TFLite's kernels
+             turn it into the mean (TflMeanParams).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class TflAddParams:
     output_offset: int
     act_min: int
     act_max: int
+    subtract: bool = False     # SUB: the second scaled input is subtracted
 
 
 @register_op("TflAdd")
@@ -75,7 +80,8 @@ class TflAdd(OpDef):
             w.line(f"const int32_t x2 = ember_shl((int32_t){b}[{offset_expr(iv, sb)}] + "
                    f"{q.input2_offset}, {q.left_shift});")
             w.line(f"const int32_t sum = {f}(x1, {q.input1_multiplier}, {q.input1_shift})"
-                   f" + {f}(x2, {q.input2_multiplier}, {q.input2_shift});")
+                   f" {'-' if q.subtract else '+'} {f}(x2, {q.input2_multiplier}, "
+                   f"{q.input2_shift});")
             w.line(f"{ctx.outs[0]}[{offset_expr(iv, strides(shape))}] = (int8_t)ember_clamp32("
                    f"{f}(sum, {q.output_multiplier}, {q.output_shift}) + "
                    f"{q.output_offset}, {q.act_min}, {q.act_max});")
@@ -240,3 +246,72 @@ class TflSoftmax(OpDef):
             ctx.w.line(f"ember_softmax_int8({ctx.ins[0]} + r * {depth}, {ctx.outs[0]} + r * "
                        f"{depth}, {depth}, {q.input_multiplier}, {q.input_left_shift}, "
                        f"{q.diff_min});")
+
+
+@dataclass(frozen=True)
+class TflMeanParams:
+    """MEAN over `axes` (distinct, ascending). `mode` picks the kernel:
+    "scaled"     QuantizedMeanOrSum (TFLite Micro; ai-edge-litert but for the case below): the
+                 sum less n * input zero point, times a multiplier with 1/n folded in at compile
+                 time (multiplier and shift include it), + output zero point, clamped;
+    "rounded"    ai-edge-litert's reference_integer_ops::Mean (4-d, axes 1 and 2, keep_dims):
+                 the sum less zero points times the multiplier, then divided by n rounding half
+                 away from zero, + output zero point, clamped."""
+    axes: tuple[int, ...]
+    keep_dims: bool
+    mode: str
+    input_zero: int = 0
+    multiplier: int = 0
+    shift: int = 0
+    output_zero: int = 0
+
+
+_MEAN_MODES = ("scaled", "rounded")
+
+
+@register_op("TflMean")
+class TflMean(OpDef):
+    def check(self, node: Node) -> list[str]:
+        return tfl_check(node, TflMeanParams)
+
+    def _params(self, node: Node) -> TflMeanParams:
+        q: TflMeanParams = tfl_params(node, TflMeanParams)
+        x = node.inputs[0].type
+        if x.dtype not in _INT8 or q.mode not in _MEAN_MODES:
+            raise fail(node, f"input must be int8, got {x}")
+        if list(q.axes) != sorted(set(q.axes)) or not all(0 <= a < x.rank for a in q.axes):
+            raise fail(node, f"axes {list(q.axes)} must be distinct dims of {x}, ascending")
+        return q
+
+    def infer(self, node: Node) -> list[TensorType]:
+        q = self._params(node)
+        x = node.inputs[0].type
+        shape = tuple(1 if k in q.axes else d for k, d in enumerate(x.shape)) if q.keep_dims \
+            else tuple(d for k, d in enumerate(x.shape) if k not in q.axes)
+        return [TensorType(x.dtype, shape)]
+
+    def lower(self, node: Node, ctx) -> None:
+        q = self._params(node)
+        shape = node.inputs[0].type.shape
+        st = strides(shape)
+        kept = [k for k in range(len(shape)) if k not in q.axes]
+        n = math.prod(shape[k] for k in q.axes)
+        ctx.require("ember_fixed_point", FIXED_POINT_C)
+        w, x, y = ctx.w, ctx.ins[0], ctx.outs[0]
+        w.line("int64_t o = 0;")
+        with w.loops(tuple(shape[k] for k in kept), "o") as ov:
+            w.line("int32_t sum = 0;")
+            with w.loops(tuple(shape[k] for k in q.axes), "r") as rv:
+                index = offset_expr(ov + rv, tuple(st[k] for k in kept + list(q.axes)))
+                w.line(f"sum += {x}[{index}];")
+            if n == 0:
+                w.line("(void)sum;")
+                value = "0"
+            elif q.mode == "scaled":
+                value = (f"ember_clamp32(ember_mbqm(sum - {q.input_zero * n}, {q.multiplier}, "
+                         f"{q.shift}) + {q.output_zero}, -128, 127)")
+            else:
+                w.line(f"sum = ember_mbqm(sum - {q.input_zero * n}, {q.multiplier}, {q.shift});")
+                w.line(f"sum = sum > 0 ? (sum + {n // 2}) / {n} : (sum - {n // 2}) / {n};")
+                value = f"ember_clamp32(sum + {q.output_zero}, -128, 127)"
+            w.line(f"{y}[o++] = (int8_t)({value});")

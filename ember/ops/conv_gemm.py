@@ -8,6 +8,7 @@ The weights are A, packed at compile time. B, the im2col matrix, is never materi
     slower than packing them);
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
     contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
+  - a small im2col matrix is gathered whole through a table of offsets (_emit_gathered);
   - any other is packed one kc x nc block at a time from the image (Im2col);
   - with few output positions (a 7x7 map) the roles swap: out^T = im2col^T . W^T (positions
     on M), the weights packed as B, the sums stored transposed (see _emit_swapped).
@@ -24,7 +25,7 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
                                 Strided, emit_blocked_gemm, pack_a, pack_b)
-from ember.lower.schedule import conv_positions_on_m, gemm_tiles
+from ember.lower.schedule import conv_positions_on_m, gemm_tiles, im2col_gathered
 from ember.ops.window import parallel_for
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
     if (not pointwise and (d.sy, d.sx) == (1, 1) and ctx.node.inputs[1].is_const
             and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
         _emit_padded_direct(ctx, g, d)
+        return
+    if not pointwise and ctx.node.inputs[1].is_const and im2col_gathered(k, n, g.batch * g.groups, t):
+        _emit_gathered(ctx, g, d, t)
         return
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
     if pointwise:        # B is the image itself: row c at c*H*W
@@ -118,6 +122,52 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
             ctx.store(["n", "mo"] + sp, at, _biased(ctx, g, i, value))
 
     emit_blocked_gemm(ctx, gemm, t, final)
+
+
+def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
+    """A small im2col matrix (DS-CNN's first conv: 40 x 125) gathered whole, already in packed-B
+    panels, through a compile-time table of offsets into the image group followed by a zero
+    (padding reads the zero): one load and store per element, no branch, where packing block
+    by block spends its time on index math per short run."""
+    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
+    k, n, images, plane = cg * d.kh * d.kw, d.oh * d.ow, g.batch * g.groups, cg * d.h * d.w
+    size = k * _round_up(n, t.nr)
+    table = ctx.pack_constant(_im2col_table(d, cg, t.nr))
+    ctx.request_scratch(4 * (images * size + plane + 1))
+    w = ctx.w
+    w.line("float *restrict bfull = (float *)scratch;")
+    w.line(f"float *restrict xz = bfull + {images * size};")
+    w.line(f"xz[{plane}] = 0.0f;")
+    with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
+        w.line(f"memcpy(xz, {ctx.ins[0]} + im*{plane}, sizeof(float)*{plane});")
+        w.line(f"float *restrict dst = bfull + im*{size};")
+        with w.block(f"for (int64_t i = 0; i < {size}; ++i)"):
+            w.line(f"dst[i] = xz[{table}[i]];")
+    out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
+    b = PackedConst(f"(bfull + (n*{g.groups} + g)*{size})")
+    gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
+                       out, n)
+    store = _position_store(ctx, g, d)
+
+    def final(i: str, j: str, value: str) -> None:
+        store(j, _biased(ctx, g, i, value))
+
+    emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
+
+
+def _im2col_table(d: ConvWindow2d, cg: int, nr: int) -> np.ndarray:
+    """Offset into one image group (cg x H x W) of each im2col element, cg*H*W (the zero after
+    it) where the window is outside the image or past the last position, laid out as pack_b's
+    panels."""
+    c, ky, kx = np.unravel_index(np.arange(cg * d.kh * d.kw), (cg, d.kh, d.kw))
+    j = np.arange(_round_up(d.oh * d.ow, nr))
+    oy, ox = j // d.ow, j % d.ow
+    iy = oy[None, :] * d.sy + ky[:, None] * d.dy - d.py
+    ix = ox[None, :] * d.sx + kx[:, None] * d.dx - d.px
+    inside = (iy >= 0) & (iy < d.h) & (ix >= 0) & (ix < d.w) & (oy[None, :] < d.oh)
+    table = np.where(inside, (c[:, None] * d.h + iy) * d.w + ix, cg * d.h * d.w)
+    table = table.astype(np.int32)
+    return table.reshape(table.shape[0], -1, nr).transpose(1, 0, 2).reshape(-1).copy()
 
 
 def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
@@ -209,3 +259,7 @@ def _biased(ctx, g: ConvGeometry, i: str, value: str) -> str:
 
 def _round16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to

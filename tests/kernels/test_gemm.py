@@ -129,6 +129,14 @@ CONVS = [   # (x shape, w shape, attrs)
     ((1, 16, 14, 14), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((2, 8, 7, 7), (12, 4, 3, 3), {"group": 2, "pads": [1, 0, 1, 2]}),
     ((1, 1, 49, 10), (64, 1, 10, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),  # DS-CNN
+    # small im2col matrices, gathered whole through a table (the cases above with strides
+    # 2 and K x N past schedule._GATHER_MAX_ELEMENTS pack theirs per block)
+    ((2, 6, 9, 7), (10, 3, 3, 2), {"group": 2, "strides": [2, 1], "pads": [1, 0, 2, 1],
+                                   "dilations": [1, 2]}),
+    ((1, 5, 11, 1), (9, 5, 3, 1), {"strides": [2, 1], "pads": [1, 0, 1, 0]}),   # width 1
+    ((3, 2, 13), (7, 2, 4), {"strides": [2], "pads": [3, 1]}),                 # 1-D, batch 3
+    ((1, 2, 8, 8), (5, 2, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),   # 16 positions
+    ((1, 3, 17, 17), (19, 3, 3, 3), {"strides": [2, 2], "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
 ]
 
 

@@ -40,8 +40,12 @@ static inline int32_t ember_ld4(const int8_t *p) {
     __builtin_memcpy(&v, p, 4);
     return v;
 }
-static inline int32_t ember_ror8(int32_t v) {
-    return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24));
+/* SXTAB16 of the word rotated by 8 (bytes 1 and 3): GCC 12 does not fold the rotation into
+   the instruction itself */
+static inline int32_t ember_sxtab16_ror8(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(b));
+    return r;
 }
 #endif
 
@@ -67,10 +71,19 @@ static int32_t ember_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t
        and adds them, so each SMLAD multiplies the same pairs of x and w */
     const int32_t xo2 = (int32_t)(((uint32_t)xo & 0xFFFFu) * 0x10001u);
     const int32_t wo2 = (int32_t)(((uint32_t)wo & 0xFFFFu) * 0x10001u);
-    for (; i + 4 <= n; i += 4) {
-        const int32_t xv = ember_ld4(x + i), wv = ember_ld4(w + i);
-        acc = __smlad(__sxtab16(xo2, xv), __sxtab16(wo2, wv), acc);
-        acc = __smlad(__sxtab16(xo2, ember_ror8(xv)), __sxtab16(wo2, ember_ror8(wv)), acc);
+    for (; i + 8 <= n; i += 8) {
+        const int32_t xa = ember_ld4(x + i), wa = ember_ld4(w + i);
+        const int32_t xb = ember_ld4(x + i + 4), wb = ember_ld4(w + i + 4);
+        acc = __smlad(__sxtab16(xo2, xa), __sxtab16(wo2, wa), acc);
+        acc = __smlad(ember_sxtab16_ror8(xo2, xa), ember_sxtab16_ror8(wo2, wa), acc);
+        acc = __smlad(__sxtab16(xo2, xb), __sxtab16(wo2, wb), acc);
+        acc = __smlad(ember_sxtab16_ror8(xo2, xb), ember_sxtab16_ror8(wo2, wb), acc);
+    }
+    if (i + 4 <= n) {
+        const int32_t xa = ember_ld4(x + i), wa = ember_ld4(w + i);
+        acc = __smlad(__sxtab16(xo2, xa), __sxtab16(wo2, wa), acc);
+        acc = __smlad(ember_sxtab16_ror8(xo2, xa), ember_sxtab16_ror8(wo2, wa), acc);
+        i += 4;
     }
 #endif
     for (; i < n; ++i)

@@ -37,6 +37,7 @@ BINARY_CASES = [   # a shape, b shape, (a, b, out) (scale, zero point), fused ac
     ([1, 2, 3, 4, 5], [4, 1], ((0.007, 20), (1.9, -3), (0.9, 100)), 0),
     ([7], [1], ((2.5, 1), (0.001, 0), (3e-4, -7)), 0),
     ([2, 1, 3, 1, 2, 1], [1, 3, 1, 2, 1, 3], ((0.04, 2), (0.04, 2), (0.04, 2)), 2),
+    ([4, 3], [4, 3], ((1e-3, 0), (2e-3, 5), (50.0, 0)), 0),    # MUL shift -24; SUB's below -31
 ]
 
 
@@ -146,6 +147,27 @@ def test_mean(x_shape, axes, keep, quant_in, quant_out):
     m.op("MEAN", [x, m.tensor(data=np.array(axes, np.int32))], [y], "ReducerOptions",
          KeepDims=keep)
     check(m.finish([x], [y]), [with_edges(q8(*x_shape, seed=len(axes)))])
+
+
+def test_chain_of_new_ops():
+    """The ops feeding each other (in-place buffers between them), intermediates as outputs."""
+    m = TflBuilder()
+    x = qtensor(m, [1, 6, 5, 4], 0.05, -3)
+    c = m.tensor(data=np.array([3, -7, 100, -128], np.int8), quant=([0.02], [1]))
+    a, b, h = (qtensor(m, [1, 6, 5, 4], *q) for q in ((0.06, 2), (0.04, -10), (0.03, -60)))
+    lg, r, lk = (qtensor(m, [1, 6, 5, 4], *q) for q in ((1 / 256, -128), (1 / 256, -128),
+                                                         (0.004, -100)))
+    t, u = qtensor(m, [1, 1, 1, 4], 0.002, -90), qtensor(m, [1, 1, 1, 4], 1 / 128, 0)
+    m.op("SUB", [x, c], [a], "SubOptions")
+    m.op("MUL", [a, x], [b], "MulOptions", FusedActivationFunction=1)
+    m.op("HARD_SWISH", [b], [h])
+    m.op("LOGISTIC", [h], [lg])
+    m.op("RELU6", [lg], [r])
+    m.op("LEAKY_RELU", [r], [lk], "LeakyReluOptions", Alpha=0.1)
+    m.op("MEAN", [lk, m.tensor(data=np.array([1, 2], np.int32))], [t], "ReducerOptions",
+         KeepDims=True)
+    m.op("TANH", [t], [u])
+    check(m.finish([x], [b, lg, lk, u]), [q8(1, 6, 5, 4, seed=9)])
 
 
 # -- refusals -------------------------------------------------------------------------------

@@ -328,7 +328,7 @@ def logistic_tanh(ctx: OpContext) -> None:
         raise UnsupportedError(f"int8 {ctx.op.opcode} with input scale {scale!r} is not "
                                "supported (its Q31 multiplier overflows in TFLite)")
     make = qtables.logistic_table if ctx.op.opcode == "LOGISTIC" else qtables.tanh_table
-    lookup(ctx, x, make(scale, zero, scaling))
+    lookup(ctx, x, make(zero, scaling))
 
 
 @qconverts("RELU", "RELU6")

@@ -174,12 +174,12 @@ def _sigmoid_like(zero: int, scaling: tuple[int, int, int], fn: Callable[[int], 
     return _table(one)
 
 
-def logistic_table(scale: float, zero: int, scaling: tuple[int, int, int]) -> np.ndarray:
+def logistic_table(zero: int, scaling: tuple[int, int, int]) -> np.ndarray:
     """Output scale 1/256, zero point -128 (the only output TFLite's int8 LOGISTIC takes)."""
     return _sigmoid_like(zero, scaling, fixed_logistic, 8, -128)
 
 
-def tanh_table(scale: float, zero: int, scaling: tuple[int, int, int]) -> np.ndarray:
+def tanh_table(zero: int, scaling: tuple[int, int, int]) -> np.ndarray:
     """Output scale 1/128, zero point 0."""
     return _sigmoid_like(zero, scaling, fixed_tanh, 7, 0)
 

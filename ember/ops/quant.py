@@ -125,17 +125,23 @@ class _Affine:
         return f"(({o}) * {blocks} + ({a}) / {self.block}) * {self.inner} + ({i})"
 
 
+def _one_value(t: TensorType) -> bool:
+    return t.size == 1 and t.rank <= 1
+
+
 def _affine(node: Node, x: TensorType, scale: TensorType, zp: TensorType | None) -> _Affine:
     if scale.dtype not in (dt.F32,):
         raise unsupported(node, f"scale of element type {scale.dtype} is not supported (f32 is)")
-    if zp is not None and zp.shape != scale.shape:
+    # a scalar with a one-element vector is one parameter either way (onnxruntime accepts it;
+    # quantize_static writes a bias's scale as [1] and its zero point as a scalar)
+    if zp is not None and zp.shape != scale.shape and not (_one_value(zp) and _one_value(scale)):
         raise fail(node, f"zero point shape {list(zp.shape)} differs from scale shape "
                    f"{list(scale.shape)}")
     block = int(node.attrs.get("block_size", 0) or 0) if node.opset >= 21 else 0
     if block < 0:
         raise fail(node, f"block_size must be >= 0, got {block}")
     size = x.size
-    if scale.size == 1 and scale.rank <= 1 and not block:
+    if _one_value(scale) and not block:
         return _Affine(1, 1, size, False, 0)
     if node.opset < 13:
         raise fail(node, "scale must be a scalar before opset 13")

@@ -27,13 +27,18 @@ so a fused model gives onnxruntime's results (default graph optimizations) bit f
     with the increasing DQ of a positive scale. A Relu before a Q whose zero point is the
     type's minimum, or a Clip whose bounds quantize outside the type's range, changes nothing
     the Q outputs (onnxruntime's IsClipMadeRedundantByQ).
+On x86, onnxruntime first moves int8 activations to uint8 (QDQS8ToU8Transformer, which
+changes no value), so every pairing of 8-bit activations and weights fuses there, as here.
+One departure: onnxruntime's AVX2 U8S8 kernels (VPMADDUBSW) saturate sums of two full-range
+int8 weight products; Ember's int32 sums are exact, as onnxruntime's unfused graph is
+(quantize_static's reduce_range keeps weights in 7 bits, where the two agree).
 Rules, as onnxruntime's selectors: the float op's output is read by the one Q only and is no
 graph output; scales and zero points are constants (per tensor, except the weights' per-channel
 parameters on the output-channel axis); 8-bit integers, the activation's type also the
-output's. The DQs stay for their other readers (eliminate-dead drops the rest). Weights are
-constants the importer folded from their DequantizeLinear: the folded node is still the value's
-`producer`, so its integers are read from there (this pass runs first, before CSE or
-pack-weights rewrite constants).
+output's. The DQs stay for their other readers (eliminate-dead drops the rest). A weight's
+DequantizeLinear is a node with constant inputs, or, where the importer folded it (opset 19+),
+still the constant's `producer`: its integers are read from there (so this pass runs first,
+before CSE or pack-weights rewrite constants).
 
 What onnxruntime fuses and Ember has no integer op for (Add -> QLinearAdd, AveragePool,
 GlobalAveragePool, Softmax, Sigmoid, LeakyRelu, Mul) stays float: onnxruntime's QLinear*

@@ -99,6 +99,18 @@ def im2col_gathered(k: int, n: int, images: int, t: GemmTiles) -> bool:
     return images * k * _round_up(n, t.nr) <= _GATHER_MAX_ELEMENTS
 
 
+#: the flat depthwise kernel (ops/depthwise_flat.py) keeps one mask of int32 per output per
+#: column shift: planes up to this many outputs
+_FLAT_MAX_OUTPUTS = 4096
+
+
+def depthwise_flat_pays(out_h: int, out_w: int, pitch: int) -> bool:
+    """Whether a stride-1 "same"-width depthwise conv runs over the flat plane (masked taps at
+    the row ends) rather than over padded rows of `pitch` columns: where the padding columns
+    are a large share of a row (narrow maps) and the masks stay small."""
+    return out_h * out_w <= _FLAT_MAX_OUTPUTS and pitch > out_w * 1.1
+
+
 #: Winograd F(4x4, 3x3): outputs per tile side, transformed tile side, GEMM panel width (tiles;
 #: the float32 GEMM's nr, two 8-float vectors). ops/conv_winograd.py builds on these.
 WINOGRAD_TILE, WINOGRAD_ALPHA, WINOGRAD_NR = 4, 6, 16

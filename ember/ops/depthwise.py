@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from ember.lower.schedule import depthwise_flat_pays
+from ember.ops.depthwise_flat import emit_depthwise_flat, flat_applies
 from ember.ops.window_plane import (VEC, Fold, PlaneWindow, emit_window_rows, plane_loop,
                                    plane_window, splat)
 
@@ -36,6 +38,9 @@ def emit_depthwise(ctx, g: ConvGeometry) -> None:
     planes, mult = g.batch * g.in_channels, g.out_channels // g.groups
     out_plane = pw.out_h * pw.out_w
     if planes * mult * out_plane == 0:
+        return
+    if flat_applies(pw) and depthwise_flat_pays(pw.out_h, pw.out_w, pw.pitch):
+        emit_depthwise_flat(ctx, g, pw)
         return
     taps = len(pw.taps())
     out_vars = ["n", "co", "oh", "ow"] if len(g.in_sp) == 2 else ["n", "co", "ow"]

@@ -142,6 +142,49 @@ def test_depthwise_float64_keeps_generic_kernel(rng):
                rtol=1e-10, atol=1e-12)
 
 
+FLAT_MARK = "restrict xz"      # only the flat kernel (ember/ops/depthwise_flat.py) declares it
+
+FLAT_CASES = [      # stride 1, output as wide as the input, narrow: the flat kernel
+    ((1, 5, 25, 5), (3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 3, 7, 7), (3, 3), {"pads": [0, 1, 2, 1]}),                 # rows padded unevenly
+    ((1, 3, 6, 9), (3, 3), {"pads": [1, 0, 1, 2]}),                 # columns padded right only
+    ((1, 3, 6, 9), (3, 3), {"pads": [1, 2, 1, 0]}),                 # left only
+    ((1, 2, 9, 11), (5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 2, 10, 13), (3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ((1, 3, 5, 1), (3, 3), {"pads": [1, 1, 1, 1]}),                 # width 1: all shifts masked
+    ((1, 3, 1, 7), (1, 3), {"pads": [0, 1, 0, 1]}),                 # one row
+    ((1, 2, 4, 3), (2, 2), {"pads": [0, 0, 1, 1]}),                 # even kernel
+    ((1, 3, 3, 2), (3, 3), {"pads": [3, 1, 2, 1]}),                 # pads > rows
+]
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", FLAT_CASES)
+def test_depthwise_flat(x_shape, kernel, attrs, rng):
+    got = ember.compile(make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=x_shape[1], **attrs)],
+        {"x": np.zeros(x_shape, np.float32)}, ["y"],
+        {"w": np.zeros((x_shape[1], 1) + kernel, np.float32)}))
+    assert FLAT_MARK in got.source
+    _check(rng, x_shape, kernel, attrs)
+
+
+def test_depthwise_flat_epilogue_by_row_and_column(rng):
+    """An epilogue operand broadcast along the columns only: stored by (oh, ow), not flat."""
+    row = rng.standard_normal((9, 1)).astype(np.float32)
+    _check(rng, (2, 3, 9, 6), (3, 3), {"pads": [1, 1, 1, 1]}, mult=2,
+           after=[("Add", {"row": row}), ("Relu", {})])
+
+
+def test_depthwise_flat_threads_and_nan(rng):
+    x = rng.standard_normal((2, 5, 6, 5)).astype(np.float32)
+    x[0, 0, 2, 4], x[0, 1, 3, 0], x[1, 4, 5, 4] = np.nan, np.inf, -np.inf
+    single = _check(np.random.default_rng(1), x.shape, (3, 3), {"pads": [1, 1, 1, 1]}, x=x)
+    threaded = _check(np.random.default_rng(1), x.shape, (3, 3), {"pads": [1, 1, 1, 1]}, x=x,
+                      threads=2)
+    np.testing.assert_array_equal(single, threaded)
+    assert np.isfinite(single[0, 0, :, :3]).all() and np.isfinite(single[0, 1, :, 2:]).all()
+
+
 def sweep_geometries(rng, count, pads_below_kernel=False):
     """Random small 2-D window geometries: (x shape, kernel, attrs) with an output of >= 1."""
     out = []
@@ -182,4 +225,22 @@ def test_depthwise_sweep(rng):
         inits[f"b{k}"] = rng.standard_normal(x_shape[1]).astype(np.float32)
         nodes.append(helper.make_node("Conv", [f"x{k}", f"w{k}", f"b{k}"], [f"y{k}"],
                                       group=x_shape[1], **attrs))
+    check_sweep(nodes, feeds, inits)
+
+
+def test_depthwise_flat_sweep(rng):
+    """Random stride-1 geometries whose output is as wide as the input (the flat kernel's)."""
+    nodes, feeds, inits = [], {}, {}
+    while len(nodes) < 14:
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        (kh, kw), (dh, dw) = rng.integers(1, 5, 2), rng.integers(1, 3, 2)
+        left = int(rng.integers(0, (kw - 1) * dw + 1))
+        pads = [int(rng.integers(0, 3)), left, int(rng.integers(0, 3)), int((kw - 1) * dw - left)]
+        if h + pads[0] + pads[2] < (kh - 1) * dh + 1:
+            continue
+        k, c = len(nodes), int(rng.integers(1, 4)) + 1
+        feeds[f"x{k}"] = rng.standard_normal((1, c, h, w)).astype(np.float32)
+        inits[f"w{k}"] = rng.standard_normal((c, 1, int(kh), int(kw))).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [f"x{k}", f"w{k}"], [f"y{k}"], group=c,
+                                      pads=pads, dilations=[int(dh), int(dw)]))
     check_sweep(nodes, feeds, inits)

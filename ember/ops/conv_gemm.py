@@ -3,9 +3,9 @@
 For each image and group, out[m, (oy, ox)] = sum over k = (c, ky, kx) of W[m, k] * X'[k, (oy, ox)]:
 M = output channels of the group, N = output positions, K = input channels x kernel taps.
 The weights are A, packed at compile time. B, the im2col matrix, is never materialized whole:
-  - a 1x1 stride-1 convolution packs B from the input's rows (Strided; read in place, the
-    unaligned, line-crossing loads of rows H*W apart made MobileNetV2's 14x14 1x1 convs 1.3x
-    slower than packing them);
+  - a 1x1 stride-1 convolution reads the input itself as B, in place, where its rows lie whole
+    vectors apart (H*W a multiple of nr: 28x28, 56x56, 112x112); elsewhere (14x14, 7x7, 25x5)
+    unaligned, line-crossing loads cost more than packing B from the rows (Strided);
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
     contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
   - a small im2col matrix is gathered whole through a table of offsets (_emit_gathered);
@@ -25,7 +25,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
                                 Strided, emit_blocked_gemm, pack_a, pack_b)
-from ember.lower.schedule import conv_positions_on_m, gemm_tiles, im2col_gathered
+from ember.lower.schedule import (conv_positions_on_m, gemm_tiles, im2col_gathered,
+                                  pointwise_in_place)
 from ember.ops.window import parallel_for
 
 if TYPE_CHECKING:
@@ -76,7 +77,10 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
         _emit_gathered(ctx, g, d, t)
         return
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
-    if pointwise:        # B is the image itself: row c at c*H*W
+    if pointwise and pointwise_in_place(n, t):     # whole panels: nothing read past the end
+        rows = np.arange(cg, dtype=np.int64) * (d.h * d.w)
+        b = RowOffsets(image, ctx.pack_constant(rows))
+    elif pointwise:        # B is the image itself: row c at c*H*W
         b = Strided(image, d.h * d.w, 1)
     else:
         b = Im2col(image, d)

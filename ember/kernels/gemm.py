@@ -173,7 +173,8 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
                             slice_at = " + pc*mr" if isinstance(g.a, PackedConst) else ""
                             w.line(f"const float *restrict aq = ap + ir / {t.mr} * {a_stride}"
                                    f"{slice_at};")
-                            _emit_microkernel_call(w, g, t)
+                            via_tile = final is not None and g.k <= t.kc
+                            _emit_microkernel_call(w, g, t, via_tile)
                             if final is not None:
                                 _emit_final(w, g, t, final)
 
@@ -209,9 +210,11 @@ def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
     return f"kc*{t.mr}"
 
 
-def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
+def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles, via_tile: bool) -> None:
     """A full-width micro-tile accumulates straight into out; a ragged one (nr < NR) goes
-    through `tile`. Only the last panel of M can be short (parts and blocks are whole panels)."""
+    through `tile`, and so does every one `via_tile` (K in one slice, an epilogue to apply:
+    it reads the sums from `tile`, in L1 and aligned, and out is written once). Only the last
+    panel of M can be short (parts and blocks are whole panels)."""
     offsets = isinstance(g.b, RowOffsets)
     in_place = ("o", f"bq, {g.b.offsets} + pc") if offsets else ("", "bq")
 
@@ -225,6 +228,9 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles) -> None:
             w.line(f"if (mr == {t.mr}) {full}")
             w.line(f"else ember_sgemm_ukr{g.m % t.mr}_{t.nr}{suffix}{args}")
 
+    if via_tile:
+        call("tile", f"{t.nr}", "0", in_place)
+        return
     with w.block(f"if (nr == {t.nr})"):
         call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0", in_place)
     with w.block("else"):
@@ -240,7 +246,7 @@ _AT = "outp[(ic + ir + r)*LDC + jc + jr + c]"
 def _emit_final(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
     """After the last K slice, every element of the finished micro-tile goes through `final`
     (one vectorized loop; emitted once, as the epilogue can be long)."""
-    at = _AT.replace("LDC", f"{g.ldc}")
+    at = f"tile[r*{t.nr} + c]" if g.k <= t.kc else _AT.replace("LDC", f"{g.ldc}")
     with w.block(f"if (pc + kc == {g.k})"), w.block("for (int64_t r = 0; r < mr; ++r)"):
         # GCC gives up on this loop on its own (it cannot tell out0 and outp apart); its
         # elements are independent: each reads and writes only itself.

@@ -176,7 +176,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
                             via_tile = final is not None and g.k <= t.kc
                             _emit_microkernel_call(w, g, t, via_tile)
                             if final is not None:
-                                _emit_final(w, g, t, final)
+                                _emit_final(w, g, t, final, ctx.schedule.simd_pragmas)
 
 
 def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
@@ -243,14 +243,16 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles, via_tile: b
 _AT = "outp[(ic + ir + r)*LDC + jc + jr + c]"
 
 
-def _emit_final(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final) -> None:
+def _emit_final(w: CWriter, g: BlockedGemm, t: GemmTiles, final: Final, simd: bool) -> None:
     """After the last K slice, every element of the finished micro-tile goes through `final`
-    (one vectorized loop; emitted once, as the epilogue can be long)."""
+    (one vectorized loop where `simd` allows the pragma; emitted once, as the epilogue can be
+    long)."""
     at = f"tile[r*{t.nr} + c]" if g.k <= t.kc else _AT.replace("LDC", f"{g.ldc}")
     with w.block(f"if (pc + kc == {g.k})"), w.block("for (int64_t r = 0; r < mr; ++r)"):
         # GCC gives up on this loop on its own (it cannot tell out0 and outp apart); its
         # elements are independent: each reads and writes only itself.
-        w.line("#pragma omp simd")
+        if simd:
+            w.line("#pragma omp simd")
         with w.block("for (int64_t c = 0; c < nr; ++c)"):
             w.line("const int64_t i = ic + ir + r, j = jc + jr + c;")
             final("i", "j", at)

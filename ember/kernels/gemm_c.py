@@ -16,60 +16,26 @@ from ember.lower.schedule import GemmTiles
 
 
 def gemm_support_c(t: GemmTiles) -> str:
-    """Typedefs, the microkernels for mr = 1..MR, and the packing routines for tiles `t`."""
-    lanes = t.lanes
+    """Typedefs, the microkernels for mr = 1..MR, and the packing routines for tiles `t`.
+    Each routine is marked `unused`: a model calls only some, and C99 -Wall projects
+    (`ember export`) would warn of the others (GCC drops them either way)."""
     # The wrappers are never inlined: each is compiled on its own with mr and offs constant,
     # which is what lets GCC unroll the row loop and keep the accumulators in registers (a
     # copy inlined into a large kernel body was left in memory, at half speed).
-    splat = "{" + ", ".join(["s"] * lanes) + "}"
     ukrs = "\n".join(
-        f"static __attribute__((noinline)) void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
+        f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
         f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
         f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, 0, c, ldc, accumulate); }}\n"
-        f"static __attribute__((noinline)) void ember_sgemm_ukr{mr}_{t.nr}o(int64_t kc, const float *restrict a, "
+        f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}o(int64_t kc, const float *restrict a, "
         f"const float *restrict b, const int64_t *restrict offs, float *restrict c, int64_t ldc, "
         f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, offs, c, ldc, accumulate); }}"
         for mr in range(1, t.mr + 1))
-    return f"""
-typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
-/* the same, for loads from memory only float-aligned (packed data in the weights blob and
- * the arena may sit at any 4-byte offset of the caller's allocation) */
-typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
-
-/* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
- * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
- * inlined with a constant mr and offs, so the loops unroll and the 2*mr accumulators stay in
- * registers. */
-static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
-        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
-        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
-    ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
-    for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
-        c0[r] = (ember_f32v{lanes}){{0}};  /* up the first multiply-adds; fetch it meanwhile */
-        c1[r] = c0[r];
-        __builtin_prefetch(c + r*ldc, 1);
-    }}
-    for (int64_t k = 0; k < kc; ++k) {{
-        const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
-        const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
-        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(bk + {lanes});
-        for (int r = 0; r < mr; ++r) {{
-            const float s = a[k*mr + r];
-            const ember_f32v{lanes} ar = {splat};
-            c0[r] += ar * b0;
-            c1[r] += ar * b1;
-        }}
-    }}
-    for (int r = 0; r < mr; ++r) {{
-        ember_f32v{lanes}u *row = (ember_f32v{lanes}u *)(c + r*ldc);
-        row[0] = accumulate ? row[0] + c0[r] : c0[r];
-        row[1] = accumulate ? row[1] + c1[r] : c1[r];
-    }}
-}}
+    ukr = _scalar_ukr_c(t) if t.scalar else _vector_ukr_c(t)
+    return f"""{ukr}
 {ukrs}
 
 /* Pack A[0:mc][0:kc] (element (i, k) at src[i*rs + k*cs]) into MR-row panels. */
-static void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, const float *restrict src, int64_t rs,
+static __attribute__((unused)) void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, const float *restrict src, int64_t rs,
                                int64_t cs, float *restrict dst) {{
     for (int64_t i0 = 0; i0 < mc; i0 += {t.mr}, dst += kc*{t.mr}) {{
         const int64_t mr = mc - i0 < {t.mr} ? mc - i0 : {t.mr};
@@ -84,7 +50,7 @@ static void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, const float *restrict sr
 }}
 
 /* Pack B[0:kc][0:nc] (element (k, j) at src[k*rs + j*cs]) into NR-column panels. */
-static void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict src, int64_t rs,
+static __attribute__((unused)) void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict src, int64_t rs,
                                int64_t cs, float *restrict dst) {{
     for (int64_t j0 = 0; j0 < nc; j0 += {t.nr}, dst += kc*{t.nr}) {{
         const int64_t nr = nc - j0 < {t.nr} ? nc - j0 : {t.nr};
@@ -109,7 +75,7 @@ static void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict sr
  * output position (oy, ox) of [i0, i0 + mc), column k = (c, ky, kx) of [k0, k0 + kc), zero
  * outside the image. Per element index math: used where positions are few and channels many,
  * so packing is a small share of the work. */
-static void ember_pack_im2col_a_{t.mr}(const float *restrict x, int64_t H, int64_t W,
+static __attribute__((unused)) void ember_pack_im2col_a_{t.mr}(const float *restrict x, int64_t H, int64_t W,
         int64_t KH, int64_t KW, int64_t sy, int64_t sx, int64_t dy, int64_t dx, int64_t py,
         int64_t px, int64_t OW, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
         float *restrict dst) {{
@@ -130,7 +96,7 @@ static void ember_pack_im2col_a_{t.mr}(const float *restrict x, int64_t H, int64
  * of [k0, k0 + kc), column j = output position (oy, ox) of [n0, n0 + nc) (n0 a multiple of NR),
  * value x[c][oy*sy + ky*dy - py][ox*sx + kx*dx - px], zero outside the image. Runs of one output
  * row within one panel are copied at once, so the bounds tests are per run, not per element. */
-static void ember_pack_im2col_{t.nr}(const float *restrict x, int64_t H, int64_t W, int64_t KH,
+static __attribute__((unused)) void ember_pack_im2col_{t.nr}(const float *restrict x, int64_t H, int64_t W, int64_t KH,
         int64_t KW, int64_t sy, int64_t sx, int64_t dy, int64_t dx, int64_t py, int64_t px,
         int64_t OW, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *restrict dst) {{
     for (int64_t kk = 0; kk < kc; ++kk) {{
@@ -167,5 +133,76 @@ static void ember_pack_im2col_{t.nr}(const float *restrict x, int64_t H, int64_t
             for (int64_t lane = nc % {t.nr}; lane < {t.nr}; ++lane) d[lane] = 0;
         }}
     }}
+}}
+"""
+
+
+def _vector_ukr_c(t: GemmTiles) -> str:
+    """The micro-tile as mr x 2 vectors of t.lanes floats (GCC/Clang vector extensions)."""
+    lanes = t.lanes
+    splat = "{" + ", ".join(["s"] * lanes) + "}"
+    return f"""
+typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
+/* the same, for loads from memory only float-aligned (packed data in the weights blob and
+ * the arena may sit at any 4-byte offset of the caller's allocation) */
+typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
+
+/* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
+ * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
+ * inlined with a constant mr and offs, so the loops unroll and the 2*mr accumulators stay in
+ * registers. */
+static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
+        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
+        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
+    ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
+    for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
+        c0[r] = (ember_f32v{lanes}){{0}};  /* up the first multiply-adds; fetch it meanwhile */
+        c1[r] = c0[r];
+        __builtin_prefetch(c + r*ldc, 1);
+    }}
+    for (int64_t k = 0; k < kc; ++k) {{
+        const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
+        const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
+        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(bk + {lanes});
+        for (int r = 0; r < mr; ++r) {{
+            const float s = a[k*mr + r];
+            const ember_f32v{lanes} ar = {splat};
+            c0[r] += ar * b0;
+            c1[r] += ar * b1;
+        }}
+    }}
+    for (int r = 0; r < mr; ++r) {{
+        ember_f32v{lanes}u *row = (ember_f32v{lanes}u *)(c + r*ldc);
+        row[0] = accumulate ? row[0] + c0[r] : c0[r];
+        row[1] = accumulate ? row[1] + c1[r] : c1[r];
+    }}
+}}
+"""
+
+
+def _scalar_ukr_c(t: GemmTiles) -> str:
+    """The micro-tile as mr x NR float scalars, for a core without float SIMD (a Cortex-M FPU,
+    or soft float): its loops are unrolled (GCC's -O2 would not), so the accumulators live in
+    registers; a vector type there would be split into scalars anyway, through memory."""
+    return f"""
+/* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
+ * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
+ * inlined with a constant mr and offs. */
+static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
+        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
+        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
+    float acc[{t.mr}][{t.nr}];
+    _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r)
+        _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j) acc[r][j] = 0.0f;
+    for (int64_t k = 0; k < kc; ++k) {{
+        const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
+        _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r) {{
+            const float s = a[k*mr + r];
+            _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j) acc[r][j] += s * bk[j];
+        }}
+    }}
+    _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r)
+        _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j)
+            c[r*ldc + j] = accumulate ? c[r*ldc + j] + acc[r][j] : acc[r][j];
 }}
 """

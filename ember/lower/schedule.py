@@ -11,10 +11,17 @@ from dataclasses import dataclass
 _MIN_VECTOR_BYTES = 16
 
 
+#: what a core without float SIMD registers (a Cortex-M FPU, soft float) has instead: one float
+SCALAR_BYTES = 4
+
+
 @dataclass(frozen=True)
 class Schedule:
     threads: int = 1
-    vector_bytes: int = 32            # SIMD register width of the target
+    vector_bytes: int = 32            # SIMD register width of the target (SCALAR_BYTES: none)
+    #: kernels may mark loops `#pragma omp simd` (the host builds with -fopenmp-simd); off for
+    #: `ember export`'s strict C99 projects, where the pragma is unknown
+    simd_pragmas: bool = True
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,17 @@ class GemmTiles:
     nc: int
     m_parts: int = 1
     n_parts: int = 1
+    #: the micro-tile is mr x nr float scalars, not mr x 2 vectors (a core without float SIMD)
+    scalar: bool = False
 
     @property
     def lanes(self) -> int:
-        return self.nr // 2
+        return 1 if self.scalar else self.nr // 2
 
+
+#: mr x nr of the scalar micro-tile: its accumulators, a row of B and one value of A in the
+#: 32 single-precision registers of a Cortex-M FPU (fpv4-sp / fpv5)
+SCALAR_TILE = (4, 6)
 
 # Cache sizes this heuristic blocks for (per core): L1d 32 KiB, L2 512 KiB — Zen and most
 # Intel/Arm cores of the last decade have at least these.
@@ -48,15 +61,20 @@ def gemm_tiles(schedule: Schedule, m: int, n: int, k: int, batch: int = 1) -> Ge
     mr x nr = 6 x 2 vectors: 12 accumulator registers of 16 (AVX2, SSE, NEON), with two B
     vectors and one broadcast A value live. kc keeps a kc x nr panel of B in 5/8 of L1 (the
     A micro-panel takes most of the rest), K cut in equal slices; mc a
-    mc x kc block of A in half of L2; nc a kc x nc block of B in a share of L3."""
+    mc x kc block of A in half of L2; nc a kc x nc block of B in a share of L3.
+
+    Without float SIMD (schedule.vector_bytes == SCALAR_BYTES) the micro-tile is SCALAR_TILE
+    scalars instead, and the cache blocking is moot (a microcontroller's flash and SRAM have no
+    cache to fit): the same sizes serve."""
+    scalar = schedule.vector_bytes <= SCALAR_BYTES
     lanes = max(_MIN_VECTOR_BYTES, schedule.vector_bytes) // 4
-    mr, nr = 6, 2 * lanes
+    mr, nr = SCALAR_TILE if scalar else (6, 2 * lanes)
     slices = -(-k // (_L1_BYTES * 5 // 8 // (nr * 4)))      # kc x nr of B in 5/8 of L1
     kc = max(1, -(-k // slices))                              # equal slices
     mc = max(mr, min(_round_up(m, mr), _L2_BYTES // 2 // (kc * 4) // mr * mr))
     nc = max(nr, min(_round_up(n, nr), _L3_SHARE_BYTES // (kc * 4) // nr * nr))
     m_parts, n_parts = _thread_split(schedule.threads, m, n, mr, nr, batch)
-    return GemmTiles(mr, nr, kc, mc, nc, m_parts, n_parts)
+    return GemmTiles(mr, nr, kc, mc, nc, m_parts, n_parts, scalar)
 
 
 def _thread_split(threads: int, m: int, n: int, mr: int, nr: int, batch: int) -> tuple[int, int]:

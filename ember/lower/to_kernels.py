@@ -41,11 +41,12 @@ class LoweredModel:
 
 
 def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32,
-                arena_align: int = ALIGN) -> LoweredModel:
-    """`arena_align`: every arena buffer's offset is a multiple of it."""
+                arena_align: int = ALIGN, simd_pragmas: bool = True) -> LoweredModel:
+    """`arena_align`: every arena buffer's offset is a multiple of it; `vector_bytes` and
+    `simd_pragmas` as in lower/schedule.py's Schedule."""
     views = find_views(graph)
     nodes = [n for n in graph.nodes if n.outputs[0].id not in views]
-    schedule = Schedule(threads=threads, vector_bytes=vector_bytes)
+    schedule = Schedule(threads=threads, vector_bytes=vector_bytes, simd_pragmas=simd_pragmas)
     kernels = [lower_node(k, node, schedule) for k, node in enumerate(nodes)]
     weight_offsets, packed_offsets, weights = _pack_weights(graph, kernels, views)
     plan, scratch_keys = _plan(graph, kernels, views, arena_align)

@@ -142,7 +142,11 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     plan = _Plan(g)
     cin, cout, tiles, xis = g.in_channels, g.out_channels, plan.tiles, ALPHA * ALPHA
     t = gemm_tiles(ctx.schedule, cout, tiles, cin, xis)
-    assert t.nr == _NR, "V is written in the GEMM's packed-B layout"
+    if t.nr != _NR:
+        # V is written in 16-column panels: other GEMM tiles (narrower vectors, or a core
+        # without float SIMD, as in `ember export`) take the GEMM convolution
+        emit_conv_gemm(ctx, g)
+        return
     u = winograd_weights(ctx.node.inputs[1].const)
     packed = np.concatenate([pack_a(u[xi], t.mr) for xi in range(xis)])
     a = PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + xi*{cout * cin})")

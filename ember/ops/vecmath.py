@@ -185,18 +185,23 @@ static inline float ember_tanhf(float x) {
 # Row reductions for Softmax and the normalizations. A floating-point reduction only
 # vectorizes when its order may change, which GCC will not do without -ffast-math, so these
 # keep partial results in two explicit vectors (GCC/Clang vector extensions, lowered to AVX2
-# or NEON) and combine their lanes pairwise at the end.
+# or NEON) and combine their lanes pairwise at the end. The helpers take vectors by pointer:
+# a 32-byte vector passed or returned by value changes the x86 ABI without AVX, and GCC warns
+# of it (-Wpsabi) even for static functions (`ember export`'s projects build with -Werror).
 _ROWS_C = r"""
 typedef float ember_v8f __attribute__((vector_size(32)));
 typedef int32_t ember_v8i __attribute__((vector_size(32)));
 typedef float ember_v4f __attribute__((vector_size(16)));
 typedef double ember_v4d __attribute__((vector_size(32)));
 
-static inline double ember_v4d_total(ember_v4d a) { return (a[0] + a[2]) + (a[1] + a[3]); }
-static inline ember_v8f ember_v8f_load(const float *p) { ember_v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline ember_v8f ember_v8f_max(ember_v8f a, ember_v8f b) {     /* NaN never wins */
-    const ember_v8i m = a > b;
-    return (ember_v8f)(((ember_v8i)a & m) | ((ember_v8i)b & ~m));
+static inline double ember_v4d_total(const ember_v4d *a) {
+    return ((*a)[0] + (*a)[2]) + ((*a)[1] + (*a)[3]);
+}
+static inline void ember_v8f_load(ember_v8f *v, const float *p) { memcpy(v, p, sizeof *v); }
+/* *acc = max(*x, *acc): NaN in x never wins */
+static inline void ember_v8f_max(ember_v8f *acc, const ember_v8f *x) {
+    const ember_v8i m = *x > *acc;
+    *acc = (ember_v8f)(((ember_v8i)*x & m) | ((ember_v8i)*acc & ~m));
 }
 
 static inline float ember_row_maxf(const float *restrict p, int64_t n) {
@@ -204,10 +209,13 @@ static inline float ember_row_maxf(const float *restrict p, int64_t n) {
                    -INFINITY, -INFINITY, -INFINITY, -INFINITY}, b = a;
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        a = ember_v8f_max(ember_v8f_load(p + j), a);
-        b = ember_v8f_max(ember_v8f_load(p + j + 8), b);
+        ember_v8f x, y;
+        ember_v8f_load(&x, p + j);
+        ember_v8f_load(&y, p + j + 8);
+        ember_v8f_max(&a, &x);
+        ember_v8f_max(&b, &y);
     }
-    a = ember_v8f_max(b, a);
+    ember_v8f_max(&a, &b);
     float m = a[0];
     for (int l = 1; l < 8; ++l) m = a[l] > m ? a[l] : m;
     for (; j < n; ++j) m = p[j] > m ? p[j] : m;
@@ -218,7 +226,8 @@ static inline float ember_row_maxf(const float *restrict p, int64_t n) {
    normal float (x < -87) flush to 0, since a softmax term that small is far below every
    tolerance and arithmetic on denormals is slow (masked scores sit at -10000); NaN gives NaN.
    The reduction and polynomial are ember_exp_reduced's. */
-static inline ember_v8f ember_v8f_exp_neg(ember_v8f x) {
+static inline void ember_v8f_exp_neg(ember_v8f *v) {
+    ember_v8f x = *v;
     const ember_v8i tiny = x < -87.0f;
     x = (ember_v8f)(((ember_v8i)x & ~tiny) | ((ember_v8i)(ember_v8f){-87.0f, -87.0f, -87.0f,
         -87.0f, -87.0f, -87.0f, -87.0f, -87.0f} & tiny));
@@ -233,7 +242,7 @@ static inline ember_v8f ember_v8f_exp_neg(ember_v8f x) {
     p = p * r + 1.66666671633720398e-1f;
     p = p * r + 0.5f;
     const ember_v8f y = ((p * r) * r + r + 1.0f) * (ember_v8f)((k + 127) << 23);
-    return (ember_v8f)((ember_v8i)y & ~tiny);
+    *v = (ember_v8f)((ember_v8i)y & ~tiny);
 }
 
 /* Softmax (log = 0) or LogSoftmax (log = 1) of the n contiguous floats at p, into q: the row
@@ -246,8 +255,13 @@ static inline void ember_softmax_rowf(const float *restrict p, float *restrict q
     ember_v8f a = {0}, b = {0};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        const ember_v8f e = ember_v8f_exp_neg(ember_v8f_load(p + j) - m);
-        const ember_v8f f = ember_v8f_exp_neg(ember_v8f_load(p + j + 8) - m);
+        ember_v8f e, f;
+        ember_v8f_load(&e, p + j);
+        ember_v8f_load(&f, p + j + 8);
+        e -= m;
+        f -= m;
+        ember_v8f_exp_neg(&e);
+        ember_v8f_exp_neg(&f);
         a += e;
         b += f;
         if (!log) { memcpy(q + j, &e, sizeof e); memcpy(q + j + 8, &f, sizeof f); }
@@ -255,8 +269,13 @@ static inline void ember_softmax_rowf(const float *restrict p, float *restrict q
     if (j < n) {
         float v[16];
         for (int l = 0; l < 16; ++l) v[l] = j + l < n ? p[j + l] : -INFINITY;
-        const ember_v8f e = ember_v8f_exp_neg(ember_v8f_load(v) - m);
-        const ember_v8f f = ember_v8f_exp_neg(ember_v8f_load(v + 8) - m);
+        ember_v8f e, f;
+        ember_v8f_load(&e, v);
+        ember_v8f_load(&f, v + 8);
+        e -= m;
+        f -= m;
+        ember_v8f_exp_neg(&e);
+        ember_v8f_exp_neg(&f);
         a += e;
         b += f;
         if (!log) for (int l = 0; j + l < n; ++l) q[j + l] = l < 8 ? e[l] : f[l - 8];
@@ -276,8 +295,11 @@ static inline float ember_row_sumf(const float *restrict p, int64_t n) {
     ember_v8f a = {0}, b = {0};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        a += ember_v8f_load(p + j);
-        b += ember_v8f_load(p + j + 8);
+        ember_v8f x, y;
+        ember_v8f_load(&x, p + j);
+        ember_v8f_load(&y, p + j + 8);
+        a += x;
+        b += y;
     }
     a += b;
     float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
@@ -288,7 +310,7 @@ static inline float ember_row_sumf(const float *restrict p, int64_t n) {
 
 # Mean and variance (two passes, in double) of n contiguous values, one version per C type.
 _MOMENTS_C = r"""
-static inline ember_v4d ember_v4d_load_{T}(const {T} *p) {{
+static inline void ember_v4d_load_{T}(ember_v4d *out, const {T} *p) {{
     {LOAD}
 }}
 static inline void ember_moments_{T}(const {T} *restrict p, int64_t n, double *mean,
@@ -297,27 +319,36 @@ static inline void ember_moments_{T}(const {T} *restrict p, int64_t n, double *m
     ember_v4d a = {{0}}, b = {{0}};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {{
-        a += ember_v4d_load_{T}(p + j);
-        b += ember_v4d_load_{T}(p + j + 4);
+        ember_v4d x, y;
+        ember_v4d_load_{T}(&x, p + j);
+        ember_v4d_load_{T}(&y, p + j + 4);
+        a += x;
+        b += y;
     }}
-    double s = ember_v4d_total(a + b);
+    a += b;
+    double s = ember_v4d_total(&a);
     for (; j < n; ++j) s += (double)p[j];
     const double mu = s / count;
     a = b = (ember_v4d){{0}};
     for (j = 0; j + 8 <= n; j += 8) {{
-        const ember_v4d d = ember_v4d_load_{T}(p + j) - mu, e = ember_v4d_load_{T}(p + j + 4) - mu;
+        ember_v4d d, e;
+        ember_v4d_load_{T}(&d, p + j);
+        ember_v4d_load_{T}(&e, p + j + 4);
+        d -= mu;
+        e -= mu;
         a += d * d;
         b += e * e;
     }}
-    s = ember_v4d_total(a + b);
+    a += b;
+    s = ember_v4d_total(&a);
     for (; j < n; ++j) s += ((double)p[j] - mu) * ((double)p[j] - mu);
     *mean = mu;
     *var = s / count;
 }}
 """
 _LOADS = {
-    "float": "ember_v4f v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, ember_v4d);",
-    "double": "ember_v4d v; memcpy(&v, p, sizeof v); return v;",
+    "float": "ember_v4f v; memcpy(&v, p, sizeof v); *out = __builtin_convertvector(v, ember_v4d);",
+    "double": "memcpy(out, p, sizeof *out);",
 }
 
 #: C types that have an `ember_moments_<T>` helper

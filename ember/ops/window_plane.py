@@ -201,9 +201,10 @@ def _affine(var: str, scale: int, const: int) -> str:
 def emit_vector_types(w: CWriter) -> None:
     """Block-scope typedefs of the float vector and its comparison mask (GCC/Clang vector
     extensions: the compiler picks the instructions, or plain scalar code on a target with no
-    SIMD). aligned(4): loads and stores at any float."""
+    SIMD). aligned(4): loads and stores at any float. The mask is only for max (`unused`:
+    C99 -Wall projects of `ember export` would warn of it in the other kernels)."""
     w.line(f"typedef float {VEC} __attribute__((vector_size({4 * LANES}), aligned(4)));")
-    w.line(f"typedef int32_t {MASK} __attribute__((vector_size({4 * LANES}), aligned(4)));")
+    w.line(f"typedef int32_t {MASK} __attribute__((vector_size({4 * LANES}), aligned(4), unused));")
 
 
 def splat(scalar: str) -> str:

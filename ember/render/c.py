@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import re
+
 from ember.graph.ir import Value
 from ember.lower.kernel import Kernel
 from ember.lower.to_kernels import LoweredModel
@@ -81,6 +83,12 @@ def _kernel(w: CWriter, kernel: Kernel) -> None:
     if kernel.scratch_bytes:
         params.append("void *restrict scratch")
     w.line(f"static void {kernel.name}({', '.join(params)}) {{")
+    # a parameter the body never reads (an input consumed at compile time, such as Reduce's
+    # axes) is marked used, for -Wextra (`ember export`'s projects build with -Werror)
+    names = [p.rsplit("*", 1)[1].removeprefix("restrict ") for p in params]
+    unread = [n for n in names if not re.search(rf"\b{n}\b", kernel.body)]
+    if unread:
+        w.line("    " + " ".join(f"(void){n};" for n in unread))
     w.lines(kernel.body)
     w.line("}")
     w.line()

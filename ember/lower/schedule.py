@@ -105,13 +105,18 @@ def conv_positions_on_m(positions: int, t: GemmTiles) -> bool:
     return use(positions, t.nr) < use(positions, t.mr) * _SWAP_GAIN
 
 
+#: positions from which a 1x1 convolution reads its input rows in place (MobileNetV2's
+#: 112x112 maps; its 56x56 and 28x28 ones ran 1.3% slower in place, in the model)
+_IN_PLACE_MIN_POSITIONS = 8192
+
+
 def pointwise_in_place(positions: int, t: GemmTiles) -> bool:
     """Whether a 1x1 convolution's GEMM reads its input rows in place rather than packing them:
-    where every row starts a whole number of nr-panels after the first (the loads then share
-    one alignment, and no ragged panel reads past the end). Packing the other shapes pays
-    (MobileNetV2's 14x14 maps 1.2-1.4x); on 112x112 and 56x56 maps with few output channels
-    the copy is what costs (32 -> 16 channels, 112x112: 1.35x)."""
-    return positions % t.nr == 0
+    on large maps, where every row starts a whole number of nr-panels after the first (the
+    loads then share one alignment, and no ragged panel reads past the end). Packing the
+    other shapes pays (MobileNetV2's 14x14 maps 1.2-1.4x); on 112x112 maps with few output
+    channels the copy is what costs (32 -> 16 channels: 1.35x)."""
+    return positions % t.nr == 0 and positions >= _IN_PLACE_MIN_POSITIONS
 
 
 #: im2col elements (over all images and groups) up to which a convolution gathers its whole

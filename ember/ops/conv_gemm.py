@@ -3,9 +3,9 @@
 For each image and group, out[m, (oy, ox)] = sum over k = (c, ky, kx) of W[m, k] * X'[k, (oy, ox)]:
 M = output channels of the group, N = output positions, K = input channels x kernel taps.
 The weights are A, packed at compile time. B, the im2col matrix, is never materialized whole:
-  - a 1x1 stride-1 convolution reads the input itself as B, in place, where its rows lie whole
-    vectors apart (H*W a multiple of nr: 28x28, 56x56, 112x112); elsewhere (14x14, 7x7, 25x5)
-    unaligned, line-crossing loads cost more than packing B from the rows (Strided);
+  - a 1x1 stride-1 convolution on a large map whose rows lie whole vectors apart (112x112)
+    reads the input itself as B, in place; elsewhere B is packed from the rows (Strided: on
+    14x14, 7x7, 25x5 maps the unaligned, line-crossing loads in place cost 1.2-1.4x);
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
     contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
   - a small im2col matrix is gathered whole through a table of offsets (_emit_gathered);

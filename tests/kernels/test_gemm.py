@@ -129,11 +129,10 @@ CONVS = [   # (x shape, w shape, attrs)
     ((1, 16, 14, 14), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((2, 8, 7, 7), (12, 4, 3, 3), {"group": 2, "pads": [1, 0, 1, 2]}),
     ((1, 1, 49, 10), (64, 1, 10, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),  # DS-CNN
-    # 1x1 over a multiple of 16 positions: the input rows read in place
-    ((2, 5, 4, 8), (7, 5, 1, 1), {}),
-    ((1, 8, 8, 6), (10, 4, 1, 1), {"group": 2}),
-    ((1, 3, 48), (13, 3, 1), {}),                                               # 1-D
-    ((1, 20, 16, 16), (9, 20, 1, 1), {}),
+    # 1x1 over a large multiple of 16 positions: the input rows read in place
+    ((2, 5, 96, 96), (7, 5, 1, 1), {}),
+    ((1, 8, 128, 64), (10, 4, 1, 1), {"group": 2}),
+    ((1, 3, 8192), (13, 3, 1), {}),                                             # 1-D
     # small im2col matrices, gathered whole through a table (the cases above with strides
     # 2 and K x N past schedule._GATHER_MAX_ELEMENTS pack theirs per block)
     ((2, 6, 9, 7), (10, 3, 3, 2), {"group": 2, "strides": [2, 1], "pads": [1, 0, 2, 1],

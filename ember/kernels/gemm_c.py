@@ -121,6 +121,9 @@ static __attribute__((unused)) void ember_pack_im2col_{t.nr}(const float *restri
             if (hi > lo) {{
                 const float *restrict s = xc + iy*W + ix0 + lo*sx;
                 if (sx == 1) memcpy(d + lo, s, sizeof(float)*(size_t)(hi - lo));
+                /* a whole panel row at stride 2 (MobileNetV2's first conv): a constant trip
+                 * count, which GCC vectorizes (two loads and a permute per vector) */
+                else if (sx == 2 && hi - lo == {t.nr}) for (int64_t t = 0; t < {t.nr}; ++t) d[t] = s[2*t];
                 else for (int64_t t = 0; t < hi - lo; ++t) d[lo + t] = s[t*sx];
             }}
             for (int64_t t = hi; t < run; ++t) d[t] = 0;

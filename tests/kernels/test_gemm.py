@@ -129,6 +129,10 @@ CONVS = [   # (x shape, w shape, attrs)
     ((1, 16, 14, 14), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((2, 8, 7, 7), (12, 4, 3, 3), {"group": 2, "pads": [1, 0, 1, 2]}),
     ((1, 1, 49, 10), (64, 1, 10, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),  # DS-CNN
+    # im2col packed per block at stride 2 with outputs rows wider than a panel (whole panel
+    # rows take a vectorized copy), MobileNetV2's first conv in small
+    ((1, 3, 70, 70), (8, 3, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 41, 75), (5, 2, 3, 3), {"strides": [2, 2], "dilations": [1, 2], "pads": [0, 3, 1, 0]}),
     # 1x1 over a large multiple of 16 positions: the input rows read in place
     ((2, 5, 96, 96), (7, 5, 1, 1), {}),
     ((1, 8, 128, 64), (10, 4, 1, 1), {"group": 2}),

@@ -157,6 +157,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
         w.line(f"const int64_t m1 = m0 + {m_part} < {g.m} ? m0 + {m_part} : {g.m}, "
                f"n1 = n0 + {n_part} < {g.n} ? n0 + {n_part} : {g.n};")
         w.line(f"float *outp = {g.out};      /* not restrict: final() stores through out0 */")
+        w.line("(void)outp;        /* unread when every micro-tile goes through `tile` */")
         with w.block(f"for (int64_t jc = n0; jc < n1; jc += {t.nc})"):
             w.line(f"const int64_t nc = n1 - jc < {t.nc} ? n1 - jc : {t.nc};")
             with w.block(f"for (int64_t pc = 0; pc < {g.k}; pc += {t.kc})"):

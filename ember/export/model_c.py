@@ -16,7 +16,8 @@ import numpy as np
 from ember.graph.ir import Value
 from ember.lower.memory_plan import align
 from ember.lower.to_kernels import LoweredModel
-from ember.ops.vecmath import VECMATH_C
+from ember.errors import EmberError
+from ember.ops.vecmath import FLOAT32_FUNCTIONS, VECMATH_C
 from ember.render.c import IPOW_C, render_calls, render_kernels
 from ember.render.cwriter import CWriter, c_comment
 
@@ -31,6 +32,50 @@ void *memset(void *dst, int c, size_t n);
 """
 _VECMATH_NAMES = set(re.findall(r"\b(ember_\w+)\s*\(", VECMATH_C))
 _FLOAT_WORDS = re.compile(r"\b(float|double)\b")
+
+# The projects link no C library, so model.c includes no <math.h>: the float kernels' calls
+# to libm go to these freestanding float versions instead (a function-like macro renames each
+# call; C99 7.1.3 leaves the names free while <math.h> is not included), or to vecmath's.
+# Rounding works on the integer conversion where |x| < 2^23 (larger floats are integers),
+# and puts x's sign back, so -0 and values in (-1, 0) keep it.
+_LIBM_C = {
+    "fabsf": "static inline float ember_libm_fabsf(float x) { union { float f; uint32_t u; } v; "
+             "v.f = x; v.u &= 0x7fffffffu; return v.f; }",
+    "copysignf": "static inline float ember_libm_copysignf(float x, float y) { union { float f; "
+                 "uint32_t u; } a, b; a.f = x; b.f = y; a.u = (a.u & 0x7fffffffu) | "
+                 "(b.u & 0x80000000u); return a.f; }",
+    "truncf": "static inline float ember_libm_truncf(float x) { return ember_libm_fabsf(x) < 8388608.0f "
+              "? ember_libm_copysignf((float)(int32_t)x, x) : x; }",
+    "floorf": "static inline float ember_libm_floorf(float x) { const float t = ember_libm_truncf(x); "
+              "return t > x ? t - 1.0f : t; }",
+    "ceilf": "static inline float ember_libm_ceilf(float x) { const float t = ember_libm_truncf(x); "
+             "return t < x ? t + 1.0f : t; }",
+    "roundf": "static inline float ember_libm_roundf(float x) { const float t = ember_libm_truncf(x); "
+              "return ember_libm_fabsf(x - t) >= 0.5f ? t + ember_libm_copysignf(1.0f, x) : t; }",
+    # ties to even, as in the default rounding mode: adding and taking away 2^23 rounds
+    "rintf": "static inline float ember_libm_rintf(float x) { const float a = ember_libm_fabsf(x); "
+             "return a < 8388608.0f ? ember_libm_copysignf((a + 8388608.0f) - 8388608.0f, x) : x; }",
+    "fminf": "static inline float ember_libm_fminf(float x, float y) { return y != y || x < y ? "
+             "(x != x ? y : x) : y; }",
+    "fmaxf": "static inline float ember_libm_fmaxf(float x, float y) { return y != y || x > y ? "
+             "(x != x ? y : x) : y; }",
+}
+#: what each needs defined before it
+_LIBM_NEEDS = {"truncf": ("fabsf", "copysignf"), "floorf": ("truncf",), "ceilf": ("truncf",),
+               "roundf": ("truncf",), "rintf": ("fabsf", "copysignf")}
+#: libm name -> the C name a call becomes
+_LIBM_NAMES = {name: f"ember_libm_{name}" for name in _LIBM_C} | {
+    "nearbyintf": "ember_libm_rintf",
+    **{f"{libm}f": ember for libm, ember in FLOAT32_FUNCTIONS.items()}}
+#: every function of C99's <math.h> (float, double and long double forms)
+_MATH_H = re.compile(r"\b((?:a?(?:sin|cos|tan)h?|atan2|exp2?|expm1|frexp|ilogb|ldexp|log(?:10|1p|2|b)?"
+                     r"|modf|scalbl?n|cbrt|fabs|hypot|pow|sqrt|erfc?|[lt]gamma|ceil|floor|nearbyint"
+                     r"|l?l?rint|l?l?round|trunc|fmod|remainder|remquo|copysign|nan|nextafter"
+                     r"|nexttoward|fdim|fmax|fmin|fma)[fl]?)\s*\(")
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+#: classification macros of <math.h>, as GCC's type-generic built-ins
+_MATH_MACROS = {"isnan": "__builtin_isnan", "isinf": "__builtin_isinf",
+                "isfinite": "__builtin_isfinite", "signbit": "__builtin_signbit"}
 
 
 @dataclass(frozen=True)
@@ -88,11 +133,6 @@ def kernel_code(model: LoweredModel) -> str:
     return w.text()
 
 
-def uses_float(model: LoweredModel) -> bool:
-    """Whether any kernel computes in floating point (an int8 model's must not)."""
-    return bool(_FLOAT_WORDS.search(kernel_code(model)))
-
-
 def render_model_c(model: LoweredModel, header: str) -> str:
     """model.c: the kernels, the weights and ember_model_run. `header` opens the file."""
     kernels = kernel_code(model)
@@ -101,14 +141,10 @@ def render_model_c(model: LoweredModel, header: str) -> str:
     w.line("#include <stddef.h>")
     w.line("#include <stdint.h>")
     w.lines(_STRING_H)
-    vecmath = any(name in kernels for name in _VECMATH_NAMES)
-    if vecmath or _FLOAT_WORDS.search(kernels):
-        w.line("#include <math.h>")
     w.line('#include "model.h"')
     if "ember_ipow" in kernels:
         w.lines(IPOW_C)
-    if vecmath:
-        w.lines(VECMATH_C)
+    w.lines(_math_prelude(kernels))
     w.line()
     blob = model.weights or b"\0"
     w.line(f"/* {len(model.weights)} bytes of weights, in flash; the union aligns them for every "
@@ -124,6 +160,45 @@ def render_model_c(model: LoweredModel, header: str) -> str:
                  "void *arena)"):
         w.line("const uint8_t *W = ember_weights.bytes;")
         render_calls(w, model)
+    return w.text()
+
+
+def _math_prelude(kernels: str) -> str:
+    """What the kernels use of <math.h>, without it: INFINITY and NAN, the classification
+    macros, and for each libm call a freestanding version (ours above, or vecmath's).
+    Raises EmberError for a libm function with neither."""
+    vecmath = any(name in kernels for name in _VECMATH_NAMES)
+    code = _COMMENT.sub(" ", kernels + (VECMATH_C if vecmath else ""))
+    calls = set(_MATH_H.findall(code))
+    missing = sorted(calls - _LIBM_NAMES.keys())
+    if missing:
+        raise EmberError(f"the model's kernels call {', '.join(missing)}, which exported "
+                         "projects do not provide (they link no C library); `ember export` "
+                         "cannot take this model yet")
+    vecmath = vecmath or any(_LIBM_NAMES[c] in _VECMATH_NAMES for c in calls)
+    w = CWriter()
+    if _FLOAT_WORDS.search(kernels) or vecmath:
+        w.line("#define INFINITY (__builtin_inff())")
+        w.line('#define NAN (__builtin_nanf(""))')
+    for name, builtin in _MATH_MACROS.items():
+        if re.search(rf"\b{name}\s*\(", kernels):
+            w.line(f"#define {name}(x) {builtin}(x)")
+    for call in sorted(calls):
+        w.line(f"#define {call} {_LIBM_NAMES[call]}")
+    done: set[str] = set()
+
+    def define(name: str) -> None:
+        if name not in done:
+            done.add(name)
+            for need in _LIBM_NEEDS.get(name, ()):
+                define(need)
+            w.line(_LIBM_C[name])
+    for call in sorted(calls):
+        name = "rintf" if call == "nearbyintf" else call
+        if name in _LIBM_C:
+            define(name)
+    if vecmath:
+        w.lines(VECMATH_C)
     return w.text()
 
 

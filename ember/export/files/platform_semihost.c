@@ -1,8 +1,8 @@
 /* The platform on a bare-metal Arm Cortex-M or RISC-V board under QEMU: semihosting for the
  * console, the input file and exit; SysTick (Arm) or minstret (RISC-V) counts instructions
- * when QEMU runs with -icount. Also the memcpy and memset the compiler may call: the project
- * links no C library. Build this file with -fno-tree-loop-distribute-patterns, so those two
- * loops do not become calls to themselves. */
+ * when QEMU runs with -icount. Also the memcpy, memmove and memset the compiler may call: the
+ * project links no C library. Build this file with -fno-tree-loop-distribute-patterns, so
+ * those loops do not become calls to themselves. */
 #include "platform.h"
 #include "semihost.h"
 
@@ -11,6 +11,21 @@ void *memcpy(void *restrict dst, const void *restrict src, size_t n)
     unsigned char *d = dst;
     const unsigned char *s = src;
     while (n--) *d++ = *s++;
+    return dst;
+}
+
+/* GCC may turn a copy loop whose ends it cannot tell apart into a call to memmove */
+void *memmove(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if ((uintptr_t)d < (uintptr_t)s) {
+        while (n--) *d++ = *s++;
+    } else {
+        d += n;
+        s += n;
+        while (n--) *--d = *--s;
+    }
     return dst;
 }
 

@@ -15,12 +15,8 @@ from ember import __version__
 from ember.frontend.onnx import import_onnx, load_model
 from ember.frontend.tflite import import_tflite, is_tflite_source, load_tflite
 from ember.graph.ir import Graph
-from ember.graph.verify import verify
 from ember.lower.to_kernels import LoweredModel, lower_graph
 from ember.options import CompileOptions
-from ember.passes.div_to_mul import DivToMul
-from ember.passes.fuse_gelu import FuseGelu
-from ember.passes.fuse_qdq import FuseQdq
 from ember.passes.pipeline import run_pipeline
 from ember.render.c import render_model
 from ember.runtime.cpu import FORMAT, CompiledModel, TensorInfo, _aligned_empty
@@ -40,15 +36,6 @@ def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
 
 
 def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None) -> Graph:
-    if options.opt_level >= 1:
-        # first: it reads the integers behind constants folded from DequantizeLinear, which
-        # CSE and pack-weights would rewrite
-        graph = FuseQdq().run(graph)
-        if options.verify:
-            verify(graph, after=FuseQdq.name)
-    if options.opt_level >= 2:
-        graph = FuseGelu().run(graph)      # before the pipeline's fusions take the pattern apart
-        graph = DivToMul().run(graph)      # after fuse-gelu, whose pattern holds a Div
     return run_pipeline(graph, options.opt_level, stop_after=stop_after, check=options.verify)
 
 

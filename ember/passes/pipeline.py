@@ -1,6 +1,13 @@
 """The pass pipeline: one ordered list of named passes, read top to bottom.
 
 Order, and why:
+  0. fuse-qdq                         QDQ groups into integer ops (QLinearConv, QLinearMatMul ...)
+                                      first: it reads the integers behind constants folded from
+                                      DequantizeLinear, which CSE and pack-weights would rewrite.
+  0a. fuse-gelu                       written-out Gelu (Div, Erf, Add, Mul, Mul) into one Gelu,
+                                      before any fusion takes the pattern apart.
+  0b. div-to-mul                      division by a float constant into multiplication by its
+                                      reciprocal: after fuse-gelu, whose pattern holds a Div.
   1. eliminate-common-subexpressions  dedupe constants and repeated nodes first, so every later
                                       pass sees one value where the model computed it twice.
   2. cancel-transposes                Transpose pairs that undo each other (NHWC models imported
@@ -20,7 +27,8 @@ Order, and why:
                                       fusion crosses a Transpose, so fusing first is the same).
   9. fuse-elementwise                 the elementwise chains still left become single loops.
 
-opt_level 0 runs only eliminate-dead; 1 adds the cleanups (1, 2, 5); 2 and 3 run everything.
+opt_level 0 runs only eliminate-dead; 1 adds fuse-qdq and the cleanups (1, 2, 5); 2 and 3 run
+everything.
 `ember inspect --after NAME` stops after the pass NAME: run_pipeline(stop_after=NAME).
 """
 from __future__ import annotations
@@ -30,6 +38,7 @@ from ember.graph.ir import Graph
 from ember.graph.verify import verify
 from ember.passes.base import Pass
 from ember.passes.cancel_transposes import CancelTransposes
+from ember.passes.div_to_mul import DivToMul
 from ember.passes.eliminate_common_subexpressions import EliminateCommonSubexpressions
 from ember.passes.eliminate_dead import EliminateDead
 from ember.passes.fold_batchnorm import FoldBatchNorm
@@ -37,6 +46,8 @@ from ember.passes.fold_constants import FoldConstants
 from ember.passes.fold_transposes import FoldTransposes
 from ember.passes.fuse_elementwise import FuseElementwise
 from ember.passes.fuse_epilogues import FuseEpilogues
+from ember.passes.fuse_gelu import FuseGelu
+from ember.passes.fuse_qdq import FuseQdq
 from ember.passes.pack_weights import PackWeights
 
 
@@ -44,9 +55,12 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
     if opt_level <= 0:
         return [EliminateDead()]
     if opt_level == 1:
-        return [EliminateCommonSubexpressions(), CancelTransposes(), FoldConstants(),
+        return [FuseQdq(), EliminateCommonSubexpressions(), CancelTransposes(), FoldConstants(),
                 EliminateDead()]
     return [
+        FuseQdq(),
+        FuseGelu(),
+        DivToMul(),
         EliminateCommonSubexpressions(),
         CancelTransposes(),
         FoldBatchNorm(),

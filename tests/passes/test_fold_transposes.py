@@ -110,7 +110,8 @@ def test_in_the_pipeline_after_epilogue_fusion():
     names = pass_names(3)
     assert names.index("fuse-epilogues") < names.index("fold-transposes") \
         < names.index("fuse-elementwise")
-    # The scores MatMul keeps its fused scale and mask and reads both transposes in place.
+    # The scores MatMul keeps its fused scale (a multiplication after div-to-mul) and mask and
+    # reads both transposes in place.
     nodes, inits = attention_scores()
     nodes += [N("Div", ["y", "scale"], ["s"]), N("Add", ["s", "mask"], ["out"])]
     inits["scale"] = np.array(2.0, np.float32)
@@ -118,7 +119,7 @@ def test_in_the_pipeline_after_epilogue_fusion():
                      inits)
     text = apply(FoldTransposes(), run_pipeline(graph, check=True))
     assert "Transpose" not in text
-    assert ("MatMul(%3, %4, const f32[], %2) {epilogue={s0=Div(x0,x1); s1=Add(s0,x2)}, "
+    assert ("MatMul(%3, %4, const f32[], %2) {epilogue={s0=Mul(x0,x1); s1=Add(s0,x2)}, "
             "perm0=[0, 2, 1, 3], perm1=[0, 2, 3, 1]} : f32[1,3,5,5]") in text
 
 

@@ -202,7 +202,8 @@ def test_mlperf_tiny_int8_models(name):
     assert_same(run(model, [x]), [want])
 
 
-@pytest.mark.parametrize("name", ["hello_world_int8", "micro_speech_quantized", "person_detect"])
+@pytest.mark.parametrize("name", ["hello_world_int8", "micro_speech_quantized", "person_detect",
+                                  "mobilenet_v2_quantized_1x3x224x224"])
 def test_tflite_micro_int8_models(name):
     model = shared(f"tflite_micro/{name}.tflite")
     ref = Path(model).parent / "reference_io" / f"{name}.input.npy"

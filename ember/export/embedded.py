@@ -24,7 +24,8 @@ from ember.errors import EmberError
 from ember.export.model_c import (Layer, TensorMeta, layers, render_main_c, render_model_c,
                                   render_model_h)
 from ember.lower.schedule import SCALAR_BYTES
-from ember.lower.to_kernels import LoweredModel, lower_graph
+from ember.lower.memory_plan import align
+from ember.lower.to_kernels import LoweredModel, lower_graph, with_io_in_arena
 from ember.options import CompileOptions
 from ember.render.cwriter import c_comment
 from ember.targets import EmbeddedTarget, get_embedded_target
@@ -58,7 +59,7 @@ def export_model(model: "str | os.PathLike", target: "str | EmbeddedTarget", out
     out.mkdir(parents=True, exist_ok=True)
     files = {"model.c": model_c,
              "model.h": render_model_h(lowered, inputs, outputs, head, table),
-             "main.c": render_main_c(lowered.inputs, lowered.outputs, head),
+             "main.c": render_main_c(lowered, head),
              "Makefile": _makefile(target)}
     if target.arch != "host":
         files["mem.ld"] = _memory_map(target)
@@ -74,13 +75,26 @@ def export_model(model: "str | os.PathLike", target: "str | EmbeddedTarget", out
 def lower_for_export(model: "str | os.PathLike", options: CompileOptions | None = None
                      ) -> LoweredModel:
     """The model's kernels and memory plan as `ember export` lays them out (one thread,
-    the embedded vector width, the embedded arena alignment)."""
+    the embedded vector width, the embedded arena alignment), with the inputs and outputs
+    placed in the arena where that takes less RAM than buffers of their own (a large input
+    that dies early: VWW's image), as TFLite Micro's arena holds them."""
     from ember.driver import import_model, optimize
     options = replace(options or CompileOptions(), threads=1)
     graph, _ = import_model(model, options)
     graph = optimize(graph, options)
-    return lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES,
-                       arena_align=EMBEDDED_ARENA_ALIGN, simd_pragmas=False)
+    apart = lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES,
+                        arena_align=EMBEDDED_ARENA_ALIGN, simd_pragmas=False)
+    inside = with_io_in_arena(apart)
+    ram = inside.arena_bytes + io_buffer_bytes(inside)
+    return inside if ram < apart.arena_bytes + io_buffer_bytes(apart) else apart
+
+
+def io_buffer_bytes(lowered: LoweredModel) -> int:
+    """main.c's own buffers: the inputs and outputs without a place in the arena, each
+    aligned to 8 bytes."""
+    return sum(align(v.type.nbytes, EMBEDDED_ARENA_ALIGN)
+               for v in list(lowered.inputs) + list(lowered.outputs)
+               if lowered.io_offset(v) is None)
 
 
 def _tensor_meta(model: "str | os.PathLike", lowered: LoweredModel

@@ -1,11 +1,13 @@
 """RAM an exported model needs, next to what TFLite Micro's interpreter allocates for it.
 
-Ember's arena holds the intermediate tensors and kernel scratch; the model's inputs and outputs
-are the caller's buffers (main.c keeps them apart). TFLite Micro's arena holds all of them:
+Ember's arena holds the intermediate tensors and kernel scratch, and the inputs and outputs
+that `ember export` places there (where that takes less RAM: model.h's
+EMBER_INPUTk_ARENA_OFFSET); main.c keeps any other input or output in a buffer of its own.
+TFLite Micro's arena holds all of them:
 its "head" is the non-persistent part planned by liveness (every activation, inputs and outputs
 included) and its "total" adds the persistent tail (tensor structs, op data, quantization
-parameters). So Ember's arena compares with the head, and Ember's arena plus its input and
-output buffers with the total.
+parameters). So Ember's arena compares with the head, and Ember's arena plus main.c's own
+input and output buffers with the total.
 """
 from __future__ import annotations
 
@@ -16,12 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ember.export.embedded import lower_for_export
+from ember.export.embedded import io_buffer_bytes, lower_for_export
 from ember.lower.to_kernels import LoweredModel
 from ember.options import CompileOptions
 
-#: main.c aligns each input and output buffer to 8 bytes
-IO_ALIGN = 8
 #: TFLite Micro's arena for measuring: far more than any model here needs (its numbers do
 #: not depend on the size given, as long as the model fits)
 TFLM_ARENA_BYTES = 16 << 20
@@ -59,8 +59,8 @@ class TflmMemory:
 
 
 def io_bytes(lowered: LoweredModel) -> int:
-    return sum(-(-v.type.nbytes // IO_ALIGN) * IO_ALIGN
-               for v in list(lowered.inputs) + list(lowered.outputs))
+    """The input and output buffers main.c keeps apart from the arena."""
+    return io_buffer_bytes(lowered)
 
 
 def ember_memory(model: "str | os.PathLike", options: CompileOptions | None = None

@@ -238,6 +238,11 @@ def render_model_h(model: LoweredModel, inputs: list[TensorMeta], outputs: list[
             w.line(f"#define {p}_BYTES {t.nbytes}")
             w.line(f"#define {p}_RANK {t.rank}")
             w.line(f"#define {p}_SHAPE {{{', '.join(str(d) for d in t.shape)}}}")
+            if model.io_offset(meta.value) is not None:
+                w.line(f"/* may live in the arena, at arena + {p}_ARENA_OFFSET ("
+                       f"{'read before that part is reused' if kind == 'INPUT' else 'written last'}"
+                       ") */")
+                w.line(f"#define {p}_ARENA_OFFSET {model.io_offset(meta.value)}")
             if meta.scale is not None:
                 w.line(f"#define {p}_SCALE {_float_literal(meta.scale)}   /* real = scale * "
                        "(q - zero_point) */")
@@ -294,10 +299,24 @@ def _aligned_offsets(sizes: list[int]) -> tuple[list[int], int]:
     return offsets, max(total, 8)
 
 
-def render_main_c(inputs: list[Value], outputs: list[Value], header: str) -> str:
-    """main.c: read the input file, run once, print the outputs and the instruction count."""
-    in_off, in_total = _aligned_offsets([v.type.nbytes for v in inputs])
-    out_off, out_total = _aligned_offsets([v.type.nbytes for v in outputs])
+def _buffer_places(values: list[Value], model: LoweredModel, union: str
+                   ) -> tuple[list[str], int | None]:
+    """Where main.c keeps each input (or output): at its place in the arena where it has one,
+    else in `union`; and that union's size (None: no union, every value is in the arena)."""
+    outside = [v for v in values if model.io_offset(v) is None]
+    offsets, total = _aligned_offsets([v.type.nbytes for v in outside])
+    own = dict(zip((v.id for v in outside), offsets))
+    places = [f"ember_arena.bytes + {model.io_offset(v)}" if v.id not in own
+              else f"{union}.bytes + {own[v.id]}" for v in values]
+    return places or [f"{union}.bytes"], (total if outside or not values else None)
+
+
+def render_main_c(model: LoweredModel, header: str) -> str:
+    """main.c: read the input file, run once, print the outputs and the instruction count.
+    Inputs and outputs with a place in the arena (LoweredModel.io_offset) live there."""
+    inputs, outputs = model.inputs, model.outputs
+    in_at, in_total = _buffer_places(inputs, model, "ember_input")
+    out_at, out_total = _buffer_places(outputs, model, "ember_output")
     kinds = {v.type.dtype.numpy.kind for v in outputs}
     w = CWriter()
     w.lines(header)
@@ -308,8 +327,9 @@ def render_main_c(inputs: list[Value], outputs: list[Value], header: str) -> str
     w.line()
     w.line("static union { uint8_t bytes[EMBER_ARENA_BYTES > 0 ? EMBER_ARENA_BYTES : 1]; "
            "uint64_t align; } ember_arena;")
-    w.line(f"static union {{ uint8_t bytes[{in_total}]; uint64_t align; }} ember_input;")
-    w.line(f"static union {{ uint8_t bytes[{out_total}]; uint64_t align; }} ember_output;")
+    for union, total in (("ember_input", in_total), ("ember_output", out_total)):
+        if total is not None:
+            w.line(f"static union {{ uint8_t bytes[{total}]; uint64_t align; }} {union};")
     w.lines(_PUT)
     if "i" in kinds:
         w.lines(_PUT_INT)
@@ -319,14 +339,14 @@ def render_main_c(inputs: list[Value], outputs: list[Value], header: str) -> str
     with w.block("int main(int argc, char **argv)"):
         n_in = max(len(inputs), 1)
         w.line(f"void *const in_buffers[{n_in}] = {{"
-               + ", ".join(f"ember_input.bytes + {o}" for o in in_off or [0]) + "};")
+               + ", ".join(in_at) + "};")
         w.line(f"const void *const inputs[{n_in}] = {{"
-               + ", ".join(f"ember_input.bytes + {o}" for o in in_off or [0]) + "};")
+               + ", ".join(in_at) + "};")
         w.line(f"const size_t in_sizes[{n_in}] = {{"
                + ", ".join(str(v.type.nbytes) for v in inputs or []) + ("0" if not inputs else "")
                + "};")
         w.line(f"void *const outputs[{max(len(outputs), 1)}] = {{"
-               + ", ".join(f"ember_output.bytes + {o}" for o in out_off or [0]) + "};")
+               + ", ".join(out_at) + "};")
         w.line("uint64_t instructions;")
         w.line("size_t i;")
         w.line("int status, counted;")

@@ -191,6 +191,11 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
     if isinstance(b, Strided):
         w.line(f"ember_pack_b_{t.nr}(kc, nc, {b.base} + pc*{b.rs} + jc*{b.cs}, {b.rs}, {b.cs}, "
                "bpack);")
+    elif t.scalar:          # one panel of all K rows (scalar tiles: nc == nr, kc == K)
+        d = b.window
+        w.line(f"int ctab[{d.kh * d.kw * t.nr}];")
+        w.line(f"ember_conv_panel_{t.nr}({b.base}, {d.c_args()}, {d.oh * d.ow}, "
+               f"{k // (d.kh * d.kw)}, (int)jc, ctab, bpack);")
     else:
         w.line(f"ember_pack_im2col_{t.nr}({b.base}, {b.window.c_args()}, pc, kc, jc, nc, bpack);")
     w.line("const float *restrict bp = bpack;")

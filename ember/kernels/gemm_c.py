@@ -30,7 +30,7 @@ def gemm_support_c(t: GemmTiles) -> str:
         f"const float *restrict b, const int64_t *restrict offs, float *restrict c, int64_t ldc, "
         f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, offs, c, ldc, accumulate); }}"
         for mr in range(1, t.mr + 1))
-    ukr = _scalar_ukr_c(t) if t.scalar else _vector_ukr_c(t)
+    ukr = _scalar_ukr_c(t) + _scalar_conv_panel_c(t) if t.scalar else _vector_ukr_c(t)
     return f"""{ukr}
 {ukrs}
 
@@ -207,5 +207,34 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
     _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r)
         _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j)
             c[r*ldc + j] = accumulate ? c[r*ldc + j] + acc[r][j] : acc[r][j];
+}}
+"""
+
+
+def _scalar_conv_panel_c(t: GemmTiles) -> str:
+    """The im2col packing of scalar tiles (a microcontroller): one nr-column panel of all K
+    rows at a time, no scratch beyond it; 32-bit index math (64-bit division is a library
+    call on a 32-bit core), the bounds of each tap and lane tested once per panel."""
+    return f"""
+/* Pack the im2col panel of a 2-D convolution for output positions [j0, j0 + NR) (zero past
+ * N = OH*OW) and every row k = (c, ky, kx), k-major as pack_b's panels, from the C channels of
+ * x (C x H x W). tab (KH*KW*NR ints) holds each tap's and lane's offset into a channel, or -1
+ * outside the image, so the copy per channel is a test and a load per element. */
+static __attribute__((unused)) void ember_conv_panel_{t.nr}(const float *restrict x, int H, int W,
+        int KH, int KW, int sy, int sx, int dy, int dx, int py, int px, int OW, int N, int C,
+        int j0, int *restrict tab, float *restrict dst) {{
+    for (int l = 0; l < {t.nr}; ++l) {{
+        const int j = j0 + l, oy = j / OW, ox = j % OW;
+        for (int ky = 0; ky < KH; ++ky) {{
+            const int iy = oy*sy + ky*dy - py;
+            for (int kx = 0; kx < KW; ++kx) {{
+                const int ix = ox*sx + kx*dx - px;
+                tab[(ky*KW + kx)*{t.nr} + l] =
+                    j < N && iy >= 0 && iy < H && ix >= 0 && ix < W ? iy*W + ix : -1;
+            }}
+        }}
+    }}
+    for (int c = 0; c < C; ++c, x += H*W)
+        for (int e = 0; e < KH*KW*{t.nr}; ++e, ++dst) *dst = tab[e] >= 0 ? x[tab[e]] : 0.0f;
 }}
 """

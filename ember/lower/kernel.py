@@ -44,6 +44,8 @@ class KernelContext:
     packed: list[np.ndarray] = field(default_factory=list)
     replaced: set[int] = field(default_factory=set)    # inputs the kernel reads packed instead
     support: dict[str, str] = field(default_factory=dict)
+    #: inputs output 0 may overwrite as this kernel was written (joins OpDef.overwritable_inputs)
+    overwritable: tuple[int, ...] = ()
 
     def request_scratch(self, nbytes: int) -> str:
         """Reserve scratch memory for this kernel; returns the C name of its pointer."""

@@ -65,16 +65,27 @@ def gemm_tiles(schedule: Schedule, m: int, n: int, k: int, batch: int = 1) -> Ge
 
     Without float SIMD (schedule.vector_bytes == SCALAR_BYTES) the micro-tile is SCALAR_TILE
     scalars instead, and the cache blocking is moot (a microcontroller's flash and SRAM have no
-    cache to fit): the same sizes serve."""
+    cache to fit): see _scalar_tiles."""
     scalar = schedule.vector_bytes <= SCALAR_BYTES
+    if scalar:
+        return _scalar_tiles(m, k)
     lanes = max(_MIN_VECTOR_BYTES, schedule.vector_bytes) // 4
-    mr, nr = SCALAR_TILE if scalar else (6, 2 * lanes)
+    mr, nr = 6, 2 * lanes
     slices = -(-k // (_L1_BYTES * 5 // 8 // (nr * 4)))      # kc x nr of B in 5/8 of L1
     kc = max(1, -(-k // slices))                              # equal slices
     mc = max(mr, min(_round_up(m, mr), _L2_BYTES // 2 // (kc * 4) // mr * mr))
     nc = max(nr, min(_round_up(n, nr), _L3_SHARE_BYTES // (kc * 4) // nr * nr))
     m_parts, n_parts = _thread_split(schedule.threads, m, n, mr, nr, batch)
     return GemmTiles(mr, nr, kc, mc, nc, m_parts, n_parts, scalar)
+
+
+def _scalar_tiles(m: int, k: int) -> GemmTiles:
+    """A microcontroller's blocking (no cache, RAM the scarce resource, one thread): all of K
+    in one slice, so every micro-tile finishes in the local tile and out is written once
+    (an epilogue's residual may then be overwritten in place); one nr-column panel of B
+    packed at a time (K x nr floats of scratch, not K x N); all of M per panel."""
+    mr, nr = SCALAR_TILE
+    return GemmTiles(mr, nr, max(1, k), max(mr, _round_up(m, mr)), nr, scalar=True)
 
 
 def _thread_split(threads: int, m: int, n: int, mr: int, nr: int, batch: int) -> tuple[int, int]:
@@ -102,6 +113,8 @@ def conv_positions_on_m(positions: int, t: GemmTiles) -> bool:
     then fill mr-row micro-tiles instead of nr-column ones, which they would fill badly."""
     def use(size: int, panel: int) -> float:
         return size / (-(-size // panel) * panel)
+    if t.scalar:          # the swap needs scratch for the transposed sums (see conv_copies_input)
+        return False
     return use(positions, t.nr) < use(positions, t.mr) * _SWAP_GAIN
 
 
@@ -115,7 +128,11 @@ def pointwise_in_place(positions: int, t: GemmTiles) -> bool:
     on large maps, where every row starts a whole number of nr-panels after the first (the
     loads then share one alignment, and no ragged panel reads past the end). Packing the
     other shapes pays (MobileNetV2's 14x14 maps 1.2-1.4x); on 112x112 maps with few output
-    channels the copy is what costs (32 -> 16 channels: 1.35x)."""
+    channels the copy is what costs (32 -> 16 channels: 1.35x). Scalar tiles (a
+    microcontroller: no cache, no alignment to share) read in place whenever no panel is
+    ragged."""
+    if t.scalar:
+        return positions % t.nr == 0
     return positions % t.nr == 0 and positions >= _IN_PLACE_MIN_POSITIONS
 
 
@@ -127,8 +144,19 @@ _GATHER_MAX_ELEMENTS = 16384
 
 def im2col_gathered(k: int, n: int, images: int, t: GemmTiles) -> bool:
     """Whether a convolution's k x n im2col matrix (per image and group) is small enough to
-    gather whole (its table and copy stay in L1)."""
+    gather whole (its table and copy stay in L1). Never with scalar tiles (see
+    conv_copies_input)."""
+    if t.scalar:
+        return False
     return images * k * _round_up(n, t.nr) <= _GATHER_MAX_ELEMENTS
+
+
+def conv_copies_input(t: GemmTiles) -> bool:
+    """Whether a convolution may spend scratch as large as its input or output for speed (a
+    zero-padded copy of the image read in place, a gathered im2col matrix, sums stored
+    transposed). Not with scalar tiles: on a microcontroller RAM is what runs out, and its
+    im2col panels are packed one nr-column panel at a time instead (ember_conv_panel)."""
+    return not t.scalar
 
 
 #: the flat depthwise kernel (ops/depthwise_flat.py) keeps one mask of int32 per output per

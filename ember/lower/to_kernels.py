@@ -6,7 +6,7 @@ caller's input or output pointer, an offset in the weights blob, or an offset in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,6 +30,10 @@ class LoweredModel:
     scratch_keys: dict[int, int] = field(default_factory=dict)   # kernel index -> buffer key
     views: dict[int, Value] = field(default_factory=dict)   # value id -> value it shares bytes with
     packed_offsets: dict[tuple[int, int], int] = field(default_factory=dict)  # (kernel, pk) -> offset
+    #: input/output value id -> buffer key, for the inputs and outputs that have a place in the
+    #: arena too (io_in_arena: the caller may keep them there; the model still reads and
+    #: writes them through its pointers)
+    io_keys: dict[int, int] = field(default_factory=dict)
 
     def storage(self, v: Value) -> Value:
         """The value whose buffer holds `v`'s bytes (itself unless `v` is a view)."""
@@ -38,6 +42,11 @@ class LoweredModel:
     @property
     def arena_bytes(self) -> int:
         return self.plan.arena_bytes
+
+    def io_offset(self, v: Value) -> int | None:
+        """Where input or output `v` may sit in the arena, None if it has no place there."""
+        key = self.io_keys.get(v.id)
+        return None if key is None else self.plan.offsets[key]
 
 
 def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32,
@@ -49,9 +58,19 @@ def lower_graph(graph: Graph, threads: int = 1, vector_bytes: int = 32,
     schedule = Schedule(threads=threads, vector_bytes=vector_bytes, simd_pragmas=simd_pragmas)
     kernels = [lower_node(k, node, schedule) for k, node in enumerate(nodes)]
     weight_offsets, packed_offsets, weights = _pack_weights(graph, kernels, views)
-    plan, scratch_keys = _plan(graph, kernels, views, arena_align)
+    plan, scratch_keys, _ = _plan(graph.inputs, graph.outputs, kernels, views, arena_align)
     return LoweredModel(kernels, list(graph.inputs), list(graph.outputs), weight_offsets,
                         weights, plan, scratch_keys, views, packed_offsets)
+
+
+def with_io_in_arena(model: LoweredModel) -> LoweredModel:
+    """`model` planned again with a place in the arena for each input (until its last reader)
+    and each output a kernel writes (from its writer on), as TFLite Micro's arena holds
+    them: a caller that keeps them there needs no buffers of its own, and an input's bytes
+    serve later layers once it is read. The kernels are unchanged."""
+    plan, scratch_keys, io_keys = _plan(model.inputs, model.outputs, model.kernels, model.views,
+                                        model.plan.alignment, io_in_arena=True)
+    return replace(model, plan=plan, scratch_keys=scratch_keys, io_keys=io_keys)
 
 
 def find_views(graph: Graph) -> dict[int, Value]:
@@ -92,7 +111,8 @@ def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
                          node=node.name, op=node.op) from e
     covers = [f"{node.op} {node.name}"] + list(node.attrs.get("fused_from", []))
     inputs = [None if k in ctx.replaced else v for k, v in enumerate(node.inputs)]
-    overwritable = tuple(k for k in opdef.overwritable_inputs(node) if inputs[k] is not None)
+    overwritable = tuple(k for k in (*opdef.overwritable_inputs(node), *ctx.overwritable)
+                         if inputs[k] is not None)
     return Kernel(f"k{index}_{_ident(node.op)}", covers, inputs, list(node.outputs),
                   ctx.w.text(), ctx.scratch_bytes, schedule, ctx.packed, ctx.support,
                   overwritable)
@@ -127,12 +147,14 @@ def _pack_weights(graph: Graph, kernels: list[Kernel], views: dict[int, Value]
     return offsets, packed, b"".join(chunks)
 
 
-def _plan(graph: Graph, kernels: list[Kernel], views: dict[int, Value],
-          arena_align: int) -> tuple[MemoryPlan, dict[int, int]]:
+def _plan(inputs: list[Value], outputs: list[Value], kernels: list[Kernel],
+          views: dict[int, Value], arena_align: int, io_in_arena: bool = False
+          ) -> tuple[MemoryPlan, dict[int, int], dict[int, int]]:
     """Buffers by liveness: a value lives from the kernel writing it to the last kernel reading
     it (reading a view reads its source). An output written in place (Kernel.inplace) joins
-    the buffer of the input it overwrites, whose lifetime it extends."""
-    io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
+    the buffer of the input it overwrites, whose lifetime it extends. With `io_in_arena`,
+    inputs and outputs get buffers too (see with_io_in_arena; never taken over in place)."""
+    io = {v.id for v in inputs} | {v.id for v in outputs}
 
     def storage(v: Value) -> Value:
         return views.get(v.id, v)
@@ -166,11 +188,30 @@ def _plan(graph: Graph, kernels: list[Kernel], views: dict[int, Value],
         if kernel.scratch_bytes:
             scratch_keys[k] = -(k + 1)
             buffers.append(Buffer(-(k + 1), kernel.scratch_bytes, k, k))
+    io_keys = _io_buffers(inputs, outputs, kernels, last_read, buffers) if io_in_arena else {}
     plan = plan_memory(buffers, arena_align)
     plan.in_place = {vid: key for vid, key in home.items() if vid != key}
     for vid, key in plan.in_place.items():
         plan.offsets[vid] = plan.offsets[key]
-    return plan, scratch_keys
+    return plan, scratch_keys, io_keys
+
+
+def _io_buffers(inputs: list[Value], outputs: list[Value], kernels: list[Kernel],
+                last_read: dict[int, int], buffers: list[Buffer]) -> dict[int, int]:
+    """Append a buffer for each input a kernel reads (from the start to its last reader) and
+    each output a kernel writes (from its writer to the end) that is not also an input;
+    returns value id -> buffer key (below the scratch keys)."""
+    writer = {v.id: k for k, kernel in enumerate(kernels) for v in kernel.outputs}
+    end = len(kernels) - 1
+    spans = [(v, 0, last_read[v.id]) for v in inputs if v.id in last_read]
+    taken = {v.id for v in inputs}
+    spans += [(v, writer[v.id], end) for v in outputs if v.id in writer and v.id not in taken]
+    keys: dict[int, int] = {}
+    for v, first, last in spans:
+        if v.id not in keys and v.type.nbytes:
+            keys[v.id] = -(len(kernels) + 1 + len(keys))
+            buffers.append(Buffer(keys[v.id], v.type.nbytes, first, last))
+    return keys
 
 
 def _overwritten_inputs(kernel: Kernel, k: int, home: dict[int, int], last_read: dict[int, int],

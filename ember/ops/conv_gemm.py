@@ -7,7 +7,8 @@ The weights are A, packed at compile time. B, the im2col matrix, is never materi
     reads the input itself as B, in place; elsewhere B is packed from the rows (Strided: on
     14x14, 7x7, 25x5 maps the unaligned, line-crossing loads in place cost 1.2-1.4x);
   - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
-    contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed;
+    contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed (not
+    with scalar tiles, where RAM is scarce: schedule.conv_copies_input);
   - a small im2col matrix is gathered whole through a table of offsets (_emit_gathered);
   - any other is packed one kc x nc block at a time from the image (Im2col);
   - with few output positions (a 7x7 map) the roles swap: out^T = im2col^T . W^T (positions
@@ -25,8 +26,9 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
                                 Strided, emit_blocked_gemm, pack_a, pack_b)
-from ember.lower.schedule import (conv_positions_on_m, gemm_tiles, im2col_gathered,
-                                  pointwise_in_place)
+from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
+                                  im2col_gathered, pointwise_in_place)
+from ember.ops.registry import same_layout_inputs
 from ember.ops.window import parallel_for
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
         _emit_swapped(ctx, g, d)
         return
     if (not pointwise and (d.sy, d.sx) == (1, 1) and ctx.node.inputs[1].is_const
-            and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
+            and conv_copies_input(t) and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
         _emit_padded_direct(ctx, g, d)
         return
     if not pointwise and ctx.node.inputs[1].is_const and im2col_gathered(k, n, g.batch * g.groups, t):
@@ -93,6 +95,18 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
         store(j, _biased(ctx, g, i, value))
 
     emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
+    if t.scalar:
+        _residual_in_place(ctx)
+
+
+def _residual_in_place(ctx) -> None:
+    """Scalar tiles take K in one slice (schedule._scalar_tiles): each output element is
+    written once, by the epilogue, right after it reads the epilogue inputs' elements at the
+    same offset, so an epilogue input laid out as the output (a residual) may share its
+    buffer (ResNet's Add over an operand that dies there)."""
+    if ctx.epilogue is not None:
+        n_own = len(ctx.node.inputs) - len(ctx.epilogue_inputs)
+        ctx.overwritable = tuple(k for k in same_layout_inputs(ctx.node) if k >= n_own)
 
 
 def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:

@@ -37,7 +37,55 @@ def test_arena_within_tflite_micro(name):
     assert ember.ram_bytes <= tflm.total_bytes
 
 
-@pytest.mark.parametrize("name", ["kws_ref_model_int8", "ad01_int8", "hello_world_int8"])
+#: the MLPerf Tiny float32 models (KWS's is "hybrid": int8 weights on float activations,
+#: which TFLite Micro cannot run, so it has no TFLite Micro arena to compare with)
+FLOAT_MODELS = ("vww_96_float", "pretrainedResnet_float", "ad01_fp32",
+                pytest.param("kws_ref_model_float32", marks=pytest.mark.skip(
+                    reason="a hybrid model (int8 weights, float activations): TFLite Micro "
+                           "cannot run it")))
+
+
+@pytest.mark.parametrize("name", FLOAT_MODELS)
+def test_float_arena_within_tflite_micro(name):
+    """The float32 models too: no GEMM or convolution scratch beyond one im2col panel, the
+    residual Adds in place, and the input in the arena where it dies early (VWW's image)."""
+    pytest.importorskip("tflite_micro")
+    path = model_path(name)
+    ember, tflm = ember_memory(path), tflm_memory(path)
+    assert ember.arena_bytes <= tflm.head_bytes
+    assert ember.ram_bytes <= tflm.total_bytes
+
+
+def test_kws_float_arena():
+    """KWS float (no TFLite Micro to compare with): the arena stays near its two largest
+    activations (64 x 25 x 5 floats each, 32,000 bytes), as it was when measured (65,544)."""
+    assert ember_memory(model_path("kws_ref_model_float32")).ram_bytes <= 66_000
+
+
+def test_io_in_arena_when_it_saves_ram(tmp_path):
+    """VWW's 96x96x3 float image dies after the first layer: it gets a place in the arena,
+    which model.h names and main.c uses (no buffer of its own), apart from every buffer live
+    while it is read; the exported project still matches TFLite there (test_export_float)."""
+    path = model_path("vww_96_float")
+    lowered = lower_for_export(path)
+    x = lowered.inputs[0]
+    offset = lowered.io_offset(x)
+    assert offset is not None and io_bytes(lowered) == 0
+    key = lowered.io_keys[x.id]
+    buf = next(b for b in lowered.plan.buffers if b.key == key)
+    assert buf.first == 0 and buf.nbytes == x.type.nbytes
+    for other in lowered.plan.buffers:
+        if other.key != key and other.first <= buf.last:
+            o = lowered.plan.offsets[other.key]
+            assert o + other.nbytes <= offset or offset + buf.nbytes <= o
+    export_model(path, "c99-host", tmp_path)
+    assert f"#define EMBER_INPUT0_ARENA_OFFSET {offset}\n" in (tmp_path / "model.h").read_text()
+    main_c = (tmp_path / "main.c").read_text()
+    assert f"ember_arena.bytes + {offset}" in main_c and "ember_input" not in main_c
+
+
+@pytest.mark.parametrize("name", ["kws_ref_model_int8", "ad01_int8", "hello_world_int8",
+                                  "vww_96_float", "ad01_fp32"])
 def test_report_arena_is_the_plan(name, tmp_path):
     """report.json and model.h state the planner's arena; the plan places every buffer inside
     it, aligned, apart from every buffer live at the same time."""

@@ -16,13 +16,13 @@ activation, residual) while the tile is still in L1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from ember.kernels.gemm_c import gemm_support_c
-from ember.lower.schedule import GemmTiles
+from ember.lower.schedule import GemmTiles, a_rows_in_place
 from ember.render.cwriter import CWriter
 
 
@@ -90,6 +90,14 @@ class RowOffsets:
     offsets: str
 
 
+@dataclass(frozen=True)
+class RowsInPlace:
+    """A read in place, unpacked: element (i, k) at base[i*lda + k] (emit_blocked_gemm picks
+    it for a `Strided` A with unit column stride where packing does not pay)."""
+    base: str
+    lda: int
+
+
 #: final(i, j, value): write C statements storing `value` (a float expression) as out[i, j]
 Final = Callable[[str, str, str], None]
 
@@ -100,7 +108,7 @@ class BlockedGemm:
     n: int
     k: int
     batch: tuple[tuple[str, int], ...]     # (C loop variable, extent) of each batch dim
-    a: PackedConst | Strided | Im2col      # Im2col as A: its transpose (positions x taps)
+    a: PackedConst | Strided | Im2col | RowsInPlace  # Im2col as A: its transpose (positions x taps)
     b: PackedConst | Strided | Im2col | RowOffsets
     out: str                               # float pointer to out[0, 0] of a batch item
     ldc: int                               # its row stride
@@ -132,7 +140,9 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
     kc_max, threads = min(t.kc, g.k), min(ctx.schedule.threads, items)
     m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
     n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
-    a_floats = 0 if isinstance(g.a, PackedConst) else min(t.mc, m_part) * kc_max
+    if isinstance(g.a, Strided) and g.a.cs == 1 and a_rows_in_place(t, g.a.rs):
+        g = replace(g, a=RowsInPlace(g.a.base, g.a.rs))
+    a_floats = 0 if isinstance(g.a, (PackedConst, RowsInPlace)) else min(t.mc, m_part) * kc_max
     b_floats = 0 if isinstance(g.b, (PackedConst, RowOffsets)) else kc_max * min(t.nc, n_part)
     per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
     if per_thread:
@@ -203,10 +213,14 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
 
 
 def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
-    """Point `ap` at the packed mc x kc block of A at (ic, pc); returns its panel stride."""
+    """Point `ap` at the packed mc x kc block of A at (ic, pc) (or at its first element, read
+    in place); returns its panel stride."""
     if isinstance(a, PackedConst):
         w.line(f"const float *restrict ap = {a.name} + ic*{k};")
         return f"{k * t.mr}"
+    if isinstance(a, RowsInPlace):
+        w.line(f"const float *restrict ap = {a.base} + ic*{a.lda} + pc;")
+        return f"{t.mr * a.lda}"
     if isinstance(a, Im2col):         # as A: the im2col matrix transposed (positions x taps)
         w.line(f"ember_pack_im2col_a_{t.mr}({a.base}, {a.window.c_args()}, ic, mc, pc, kc, apack);")
     else:
@@ -221,12 +235,16 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles, via_tile: b
     through `tile`, and so does every one `via_tile` (K in one slice, an epilogue to apply:
     it reads the sums from `tile`, in L1 and aligned, and out is written once). Only the last
     panel of M can be short (parts and blocks are whole panels)."""
-    offsets = isinstance(g.b, RowOffsets)
-    in_place = ("o", f"bq, {g.b.offsets} + pc") if offsets else ("", "bq")
+    if isinstance(g.b, RowOffsets):
+        in_place = ("o", f"aq, bq, {g.b.offsets} + pc")
+    elif isinstance(g.a, RowsInPlace):
+        in_place = ("a", f"aq, {g.a.lda}, bq")
+    else:
+        in_place = ("", "aq, bq")
 
-    def call(c: str, ldc: str, accumulate: str, b: tuple[str, str]) -> None:
-        suffix, b_args = b
-        args = f"(kc, aq, {b_args}, {c}, {ldc}, {accumulate});"
+    def call(c: str, ldc: str, accumulate: str, ab: tuple[str, str]) -> None:
+        suffix, ab_args = ab
+        args = f"(kc, {ab_args}, {c}, {ldc}, {accumulate});"
         full = f"ember_sgemm_ukr{t.mr}_{t.nr}{suffix}{args}"
         if g.m % t.mr == 0:
             w.line(full)

@@ -22,27 +22,32 @@ def gemm_support_c(t: GemmTiles) -> str:
     # The wrappers are never inlined: each is compiled on its own with mr and offs constant,
     # which is what lets GCC unroll the row loop and keep the accumulators in registers (a
     # copy inlined into a large kernel body was left in memory, at half speed).
+    # Three per row count: A and B packed; B read in place through row offsets (suffix o); A
+    # read in place, row r at a + r*lda (suffix a).
     ukrs = "\n".join(
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
         f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
-        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, 0, c, ldc, accumulate); }}\n"
+        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, 0, c, ldc, accumulate); }}\n"
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}o(int64_t kc, const float *restrict a, "
         f"const float *restrict b, const int64_t *restrict offs, float *restrict c, int64_t ldc, "
-        f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, b, offs, c, ldc, accumulate); }}"
+        f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, offs, c, ldc, accumulate); }}\n"
+        f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}a(int64_t kc, const float *restrict a, "
+        f"int64_t lda, const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
+        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, lda, b, 0, c, ldc, accumulate); }}"
         for mr in range(1, t.mr + 1))
     ukr = _scalar_ukr_c(t) + _scalar_conv_panel_c(t) if t.scalar else _vector_ukr_c(t)
     return f"""{ukr}
 {ukrs}
 
+{_transpose_c(t)}
 /* Pack A[0:mc][0:kc] (element (i, k) at src[i*rs + k*cs]) into MR-row panels. */
 static __attribute__((unused)) void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, const float *restrict src, int64_t rs,
                                int64_t cs, float *restrict dst) {{
     for (int64_t i0 = 0; i0 < mc; i0 += {t.mr}, dst += kc*{t.mr}) {{
         const int64_t mr = mc - i0 < {t.mr} ? mc - i0 : {t.mr};
         const float *restrict s = src + i0*rs;
-        if (cs == 1)
-            for (int64_t r = 0; r < mr; ++r)
-                for (int64_t k = 0; k < kc; ++k) dst[k*mr + r] = s[r*rs + k];
+        if (cs == 1)       /* rows contiguous: a transpose, 4 x 4 at a time */
+            ember_transpose_{t.nr}(mr, kc, s, rs, dst, mr);
         else
             for (int64_t k = 0; k < kc; ++k)
                 for (int64_t r = 0; r < mr; ++r) dst[k*mr + r] = s[r*rs + k*cs];
@@ -65,6 +70,8 @@ static __attribute__((unused)) void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, 
         if (cs == 1)
             for (int64_t k = 0; k < kc; ++k)
                 for (int64_t j = 0; j < nr; ++j) dst[k*{t.nr} + j] = s[k*rs + j];
+        else if (rs == 1)  /* columns contiguous (B^T row-major): a transpose */
+            ember_transpose_{t.nr}(nr, kc, s, cs, dst, {t.nr});
         else
             for (int64_t j = 0; j < nr; ++j)
                 for (int64_t k = 0; k < kc; ++k) dst[k*{t.nr} + j] = s[k*rs + j*cs];
@@ -140,6 +147,55 @@ static __attribute__((unused)) void ember_pack_im2col_{t.nr}(const float *restri
 """
 
 
+def _transpose_c(t: GemmTiles) -> str:
+    """ember_transpose_NR(rows, cols, src, ss, dst, ds): dst[c*ds + r] = src[r*ss + c], the
+    packing of an operand read across its contiguous axis. With float SIMD, 4 x 4 blocks go
+    through four 4-lane loads, eight shuffles and four stores, where copies cost a load and a
+    store per element (BERT's Q.K^T, K^T packed: 1.02-1.05x quicker); the ragged edges, and
+    cores without SIMD, copy one element at a time."""
+    scalar_edges = """
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = c4; c < cols; ++c) dst[c*ds + r] = src[r*ss + c];
+    for (int64_t c = 0; c < c4; ++c)
+        for (int64_t r = r4; r < rows; ++r) dst[c*ds + r] = src[r*ss + c];"""
+    head = f"""static __attribute__((unused)) void ember_transpose_{t.nr}(int64_t rows, int64_t cols,
+        const float *restrict src, int64_t ss, float *restrict dst, int64_t ds) {{"""
+    if t.scalar:
+        return f"""{head}
+    const int64_t r4 = 0, c4 = 0;{scalar_edges}
+}}
+"""
+    # GCC spells a two-vector shuffle __builtin_shuffle(a, b, mask), clang
+    # __builtin_shufflevector(a, b, i...)
+    return f"""
+typedef float ember_f32x4 __attribute__((vector_size(16)));
+typedef float ember_f32x4u __attribute__((vector_size(16), aligned(4)));
+typedef int ember_i32x4 __attribute__((vector_size(16)));
+#if defined(__clang__)
+#define EMBER_SHUF4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+#define EMBER_SHUF4(a, b, i, j, k, l) __builtin_shuffle(a, b, (ember_i32x4){{i, j, k, l}})
+#endif
+{head}
+    const int64_t r4 = rows & ~(int64_t)3, c4 = cols & ~(int64_t)3;
+    for (int64_t r = 0; r < r4; r += 4)
+        for (int64_t c = 0; c < c4; c += 4) {{
+            const float *restrict s = src + r*ss + c;
+            const ember_f32x4 x0 = *(const ember_f32x4u *)s, x1 = *(const ember_f32x4u *)(s + ss);
+            const ember_f32x4 x2 = *(const ember_f32x4u *)(s + 2*ss);
+            const ember_f32x4 x3 = *(const ember_f32x4u *)(s + 3*ss);
+            const ember_f32x4 t0 = EMBER_SHUF4(x0, x1, 0, 4, 1, 5), t1 = EMBER_SHUF4(x0, x1, 2, 6, 3, 7);
+            const ember_f32x4 t2 = EMBER_SHUF4(x2, x3, 0, 4, 1, 5), t3 = EMBER_SHUF4(x2, x3, 2, 6, 3, 7);
+            float *restrict d = dst + c*ds + r;
+            *(ember_f32x4u *)d = EMBER_SHUF4(t0, t2, 0, 1, 4, 5);
+            *(ember_f32x4u *)(d + ds) = EMBER_SHUF4(t0, t2, 2, 3, 6, 7);
+            *(ember_f32x4u *)(d + 2*ds) = EMBER_SHUF4(t1, t3, 0, 1, 4, 5);
+            *(ember_f32x4u *)(d + 3*ds) = EMBER_SHUF4(t1, t3, 2, 3, 6, 7);
+        }}{scalar_edges}
+}}
+"""
+
+
 def _vector_ukr_c(t: GemmTiles) -> str:
     """The micro-tile as mr x 2 vectors of t.lanes floats (GCC/Clang vector extensions)."""
     lanes = t.lanes
@@ -151,11 +207,12 @@ typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
 typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
 
 /* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
- * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
- * inlined with a constant mr and offs, so the loops unroll and the 2*mr accumulators stay in
+ * (a packed, or with lda > 0 row r read in place at a + r*lda; row k of b at b + k*NR when
+ * packed, or at b + offs[k] read in place). Always inlined with a constant mr and offs (and
+ * lda constant 0 where a is packed), so the loops unroll and the 2*mr accumulators stay in
  * registers. */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
-        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
+        const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
         const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
     ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
     for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
@@ -168,7 +225,7 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
         const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(bk + {lanes});
         for (int r = 0; r < mr; ++r) {{
-            const float s = a[k*mr + r];
+            const float s = lda ? a[r*lda + k] : a[k*mr + r];
             const ember_f32v{lanes} ar = {splat};
             c0[r] += ar * b0;
             c1[r] += ar * b1;
@@ -189,10 +246,10 @@ def _scalar_ukr_c(t: GemmTiles) -> str:
     registers; a vector type there would be split into scalars anyway, through memory."""
     return f"""
 /* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
- * (a packed; row k of b at b + k*NR when packed, or at b + offs[k] read in place). Always
- * inlined with a constant mr and offs. */
+ * (a packed, or with lda > 0 row r read in place at a + r*lda; row k of b at b + k*NR when
+ * packed, or at b + offs[k] read in place). Always inlined with a constant mr and offs. */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
-        const int mr, int64_t kc, const float *restrict a, const float *restrict b,
+        const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
         const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
     float acc[{t.mr}][{t.nr}];
     _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r)
@@ -200,7 +257,7 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
     for (int64_t k = 0; k < kc; ++k) {{
         const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
         _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r) {{
-            const float s = a[k*mr + r];
+            const float s = lda ? a[r*lda + k] : a[k*mr + r];
             _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j) acc[r][j] += s * bk[j];
         }}
     }}

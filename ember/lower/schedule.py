@@ -187,3 +187,19 @@ def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
     panels = -(-(-(-oh // WINOGRAD_TILE) * -(-ow // WINOGRAD_TILE)) // WINOGRAD_NR)
     saving = 9 * oh * ow / (WINOGRAD_ALPHA * WINOGRAD_ALPHA * WINOGRAD_NR * panels)
     return saving > 1 + 14 * (1 / cin + 1 / cout)
+
+
+#: bytes of an L1 way (32 KiB, 8-way): rows a multiple of this apart share their cache sets
+_L1_WAY_BYTES = 4096
+
+
+def a_rows_in_place(t: GemmTiles, lda: int) -> bool:
+    """Whether the GEMM reads a run-time A with unit column stride in place (the microkernel
+    broadcasts a[r*lda + k] as it would a packed value) rather than packing its blocks into
+    k-major panels, a transpose. In place won 3-25% on every shape measured (BERT's attention
+    128x128x32 and 128x32x128 per head: 1.1-1.3x; its projections and FFN 1-4%), except
+    rows a multiple of 4 KiB apart (1024x1024x1024: 0.85x), where the micro-panel's rows
+    share their L1 sets. Always for scalar tiles (`ember export`): a microcontroller has no
+    cache for packing to serve, and the packed copy would cost RAM (AD's 640-wide input:
+    10 KiB of scratch, 3x TFLite Micro's whole activation arena)."""
+    return t.scalar or (lda * 4) % _L1_WAY_BYTES != 0

@@ -244,3 +244,47 @@ def test_depthwise_flat_sweep(rng):
         nodes.append(helper.make_node("Conv", [f"x{k}", f"w{k}"], [f"y{k}"], group=c,
                                       pads=pads, dilations=[int(dh), int(dw)]))
     check_sweep(nodes, feeds, inits)
+
+
+SPLIT_MARK = "__builtin_shufflevector"      # the stride-2 copy splits columns by shuffles
+
+SPLIT_CASES = [     # column stride 2 on rows wide enough for whole 4-float shuffle steps
+    ((1, 3, 9, 17), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # odd width
+    ((1, 2, 6, 18), (3, 3), {"pads": [0, 0, 0, 0], "strides": [2, 2]}),        # no padding
+    ((1, 2, 7, 33), (3, 3), {"pads": [1, 2, 0, 1], "strides": [2, 2]}),        # asymmetric
+    ((1, 2, 8, 40), (3, 3), {"pads": [1, 0, 1, 2], "strides": [1, 2]}),        # rows stride 1
+    ((1, 2, 9, 37), (3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 2], "dilations": [2, 2]}),
+    ((1, 2, 5, 21), (2, 4), {"pads": [0, 3, 1, 0], "strides": [2, 2]}),        # even kernel
+    ((1, 2, 1, 19), (1, 3), {"pads": [0, 1, 0, 1], "strides": [1, 2]}),        # one row
+    ((1, 2, 11, 26), (5, 5), {"pads": [2, 2, 2, 2], "strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", SPLIT_CASES)
+def test_depthwise_stride2_split(x_shape, kernel, attrs, rng):
+    got = ember.compile(make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=x_shape[1], **attrs)],
+        {"x": np.zeros(x_shape, np.float32)}, ["y"],
+        {"w": np.zeros((x_shape[1], 1) + kernel, np.float32)}))
+    assert SPLIT_MARK in got.source
+    _check(rng, x_shape, kernel, attrs)
+
+
+def test_depthwise_stride2_split_1d(rng):
+    _check(rng, (2, 3, 35), (3,), {"pads": [1, 1], "strides": [2]})
+
+
+def test_depthwise_stride2_split_nan_inf_threads_epilogue(rng):
+    """Non-finite values at the row ends and inside the shuffled columns, 2 threads, and
+    MobileNet's BatchNorm shift + Clip epilogue."""
+    x = rng.standard_normal((2, 4, 11, 23)).astype(np.float32)
+    x[0, 0, 3, 0], x[0, 1, 4, 22], x[1, 2, 0, 9], x[1, 3, 10, 12] = np.nan, np.inf, -np.inf, np.nan
+    shift = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    after = [("Add", {"shift": shift}),
+             ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})]
+    attrs = {"pads": [1, 1, 1, 1], "strides": [2, 2]}
+    single = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, x=x, after=after)
+    threaded = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, x=x, after=after,
+                      threads=2)
+    np.testing.assert_array_equal(single, threaded)
+    assert np.isnan(single[0, 0, 1:3, 0]).all() and np.isfinite(single[0, 0, 5:, :]).all()

@@ -26,6 +26,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_strides, offset_expr
 from ember.ops.matmul import matmul_shapes
+from ember.ops.qconv_gemm import emit_gemm_conv
+from ember.ops.qconv_gemm import geometry as gemm_geometry
 from ember.ops.qdot import (ACC_BLOCK, depthwise_acc_len, require_depthwise, require_dot,
                             require_requant)
 from ember.ops.quant import (FCLAMP_C, FIXED_POINT_C, emit_quantize_value, mbqm, tfl_check,
@@ -256,16 +258,20 @@ def _check_scale(node: Node, k: int, count: int, what: str) -> None:
         raise fail(node, f"{what} must hold 1 or {count} values, got {v.type}")
 
 
-def _requantize(node: Node, ctx, scales: tuple[int, int, int], index: str, zp_k: int) -> str:
-    """onnxruntime's requantization of `acc`: the scale product in float, then the rounding."""
+def _scale(node: Node, ctx, scales: tuple[int, int, int], index: str) -> str:
+    """onnxruntime's requantization scale in float: a_scale * b_scale[index] / y_scale."""
     a, b, y = (ctx.ins[k] for k in scales)
     b_at = f"{b}[{index}]" if node.inputs[scales[1]].type.size > 1 else f"{b}[0]"
+    return f"({a}[0] * {b_at} / {y}[0])"
+
+
+def _requantize(node: Node, ctx, scale: str, zp_k: int) -> str:
+    """onnxruntime's requantization of `acc` by the float `scale`, then the rounding."""
     out = node.outputs[0].type.dtype
     lo, hi = (-128, 127) if out == dt.I8 else (0, 255)
     zp = _zero_point(node, ctx, zp_k, 1, "0", "y_zero_point")
     ctx.require("ember_fixed_point", FIXED_POINT_C)
     ctx.require("ember_fclamp", FCLAMP_C)
-    scale = f"({a}[0] * {b_at} / {y}[0])"
     return f"({out.c})" + emit_quantize_value(f"(float)acc * {scale}", lo, hi, zp, False)
 
 
@@ -303,17 +309,44 @@ class ConvInteger(OpDef):
         qlinear = node.op == "QLinearConv"
         xk, wk, xz, wz = (0, 3, 2, 5) if qlinear else (0, 1, 2, 3)
         x_zp = _zero_point(node, ctx, xz, 1, "0", "x_zero_point")
+        x_in = ctx.ins[xk]
+        bias = ctx.ins[8] if qlinear and node.input(8) is not None else None
+        weights = _centered_weights(node, wk, wz)
+        geo = None if weights is None else \
+            gemm_geometry(g.batch, g.channels, g.out_channels, g.groups, g.in_sp, g.window)
+        if geo is not None:
+            emit_gemm_conv(ctx, geo, x_in, x_zp, weights, wk,
+                           (lambda oc: _scale(node, ctx, (1, 4, 6), oc)) if qlinear else None,
+                           lambda acc: self._finish(node, ctx, bias, "sc[oc]"))
+            return
         w_zp = _zero_point(node, ctx, wz, g.out_channels, "oc", "w_zero_point")
-        x_in, w_in = ctx.ins[xk], ctx.ins[wk]
-
-        def finish(acc: str) -> str:
-            if not qlinear:
-                return acc
-            if node.input(8) is not None:
-                ctx.w.line(f"acc += {ctx.ins[8]}[oc];")
-            return _requantize(node, ctx, (1, 4, 6), "oc", 7)
+        w_in = ctx.ins[wk]
         _emit_int_conv(ctx, g, lambda i: f"((int32_t){x_in}[{i}] - {x_zp})",
-                       lambda i: f"((int32_t){w_in}[{i}] - {w_zp})", finish)
+                       lambda i: f"((int32_t){w_in}[{i}] - {w_zp})",
+                       lambda acc: self._finish(node, ctx, bias, _scale(node, ctx, (1, 4, 6), "oc")
+                                                if qlinear else ""))
+
+    @staticmethod
+    def _finish(node: Node, ctx, bias: str | None, scale: str) -> str:
+        """The value stored for the sum `acc` of output channel `oc`."""
+        if node.op == "ConvInteger":
+            return "acc"
+        if bias is not None:
+            ctx.w.line(f"acc += {bias}[oc];")
+        return _requantize(node, ctx, scale, 7)
+
+
+def _centered_weights(node: Node, wk: int, wz: int) -> np.ndarray | None:
+    """Constant weights minus their constant zero points (per tensor or per output channel)
+    as int16; None when either is only known at run time."""
+    w, z = node.inputs[wk], node.input(wz)
+    if w.const is None or (z is not None and z.const is None):
+        return None
+    weights = np.asarray(w.const, np.int16)
+    if z is None:
+        return weights
+    zero = np.asarray(z.const, np.int16).reshape(-1)
+    return weights - zero.reshape((-1,) + (1,) * (weights.ndim - 1))
 
 
 # -- integer matrix products ------------------------------------------------------------------
@@ -376,7 +409,8 @@ class MatMulInteger(OpDef):
         a, b = ctx.ins[ak], ctx.ins[bk]
         a_zp = _zero_point(node, ctx, az, 1, "0", "a_zero_point")
         b_zp = _zero_point(node, ctx, bz, p.n, "j", "b_zero_point")
-        value = "acc" if node.op == "MatMulInteger" else _requantize(node, ctx, (1, 4, 6), "j", 7)
+        value = "acc" if node.op == "MatMulInteger" else \
+            _requantize(node, ctx, _scale(node, ctx, (1, 4, 6), "j"), 7)
         with w.loops(p.batch, "b") as bv:
             w.line(f"const int64_t ao = {offset_expr(bv, p.a_batch)}, "
                    f"bo = {offset_expr(bv, p.b_batch)}, yo = ({_flat(bv, p.batch)}) * {p.m * p.n};")

@@ -36,8 +36,8 @@ PRELUDE = r"""
 
 
 #: C element types of packed constants, by numpy dtype
-_C_TYPES = {"<f4": "float", "<f8": "double", "<i4": "int32_t", "<i8": "int64_t", "|i1": "int8_t",
-            "|u1": "uint8_t"}
+_C_TYPES = {"<f4": "float", "<f8": "double", "<i4": "int32_t", "<i8": "int64_t", "<i2": "int16_t",
+            "|i1": "int8_t", "|u1": "uint8_t"}
 
 
 def render_model(model: LoweredModel, version: str) -> str:

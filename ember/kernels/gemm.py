@@ -6,12 +6,14 @@ Either operand is a constant packed at compile time (`PackedConst`, see pack_a /
 packed block by block while the kernel runs: a strided matrix (`Strided`; transposes fold into
 its strides) or, for B, the implicit im2col matrix of a 2-D convolution (`Im2col`). B may also
 be read in place through a table of row offsets (`RowOffsets`: a stride-1 convolution over a
-padded image, where every row of its im2col matrix is a contiguous run of the image). Loops,
-outermost first: the thread's work item (batch entry x part of M x part of N), jc over N in nc
-columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A), jr and ir over the
-micro-tiles. A micro-tile accumulates in out (a ragged edge one through a small `tile`); after
-the last K slice each element goes through `final`, which applies the op's epilogue (bias,
-activation, residual) while the tile is still in L1.
+padded image, where every row of its im2col matrix is a contiguous run of the image), and A
+with unit column stride is read in place where schedule.a_rows_in_place says so (`RowsInPlace`:
+the microkernel broadcasts a[r*lda + k] as it would a packed value; packing it would be a
+transpose). Loops, outermost first: the thread's work item (batch entry x part of M x part of
+N), jc over N in nc columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A),
+jr and ir over the micro-tiles. A micro-tile accumulates in out (a ragged edge one through a
+small `tile`); after the last K slice each element goes through `final`, which applies the
+op's epilogue (bias, activation, residual) while the tile is still in L1.
 """
 from __future__ import annotations
 

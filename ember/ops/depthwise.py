@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ember.lower.schedule import depthwise_flat_pays
 from ember.ops.depthwise_flat import emit_depthwise_flat, flat_applies
+from ember.ops.depthwise_rows import emit_depthwise_rows, rows_applies
 from ember.ops.window_plane import (VEC, Fold, PlaneWindow, emit_window_rows, plane_loop,
                                    plane_window, splat)
 
@@ -41,6 +42,9 @@ def emit_depthwise(ctx, g: ConvGeometry) -> None:
         return
     if flat_applies(pw) and depthwise_flat_pays(pw.out_h, pw.out_w, pw.pitch):
         emit_depthwise_flat(ctx, g, pw)
+        return
+    if rows_applies(pw, ctx.schedule.vector_bytes):
+        emit_depthwise_rows(ctx, g, pw)
         return
     taps = len(pw.taps())
     out_vars = ["n", "co", "oh", "ow"] if len(g.in_sp) == 2 else ["n", "co", "ow"]

@@ -288,3 +288,57 @@ def test_depthwise_stride2_split_nan_inf_threads_epilogue(rng):
                       threads=2)
     np.testing.assert_array_equal(single, threaded)
     assert np.isnan(single[0, 0, 1:3, 0]).all() and np.isfinite(single[0, 0, 5:, :]).all()
+
+
+ROWS_MARK = "restrict zero"      # only the in-place rows kernel (ember/ops/depthwise_rows.py)
+
+ROWS_CASES = [      # stride 1, output as wide as the input, rows of whole vectors (>= 2)
+    ((1, 3, 5, 24), (3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 2, 4, 40), (5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 2, 6, 40), (3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ((1, 2, 5, 24), (3, 3), {"pads": [0, 0, 2, 2]}),                 # columns padded right only
+    ((1, 2, 5, 24), (3, 3), {"pads": [1, 2, 1, 0]}),                 # left only
+    ((1, 2, 5, 16), (3, 1), {"pads": [1, 0, 1, 0]}),                 # no column shift
+    ((1, 2, 1, 24), (1, 3), {"pads": [0, 1, 0, 1]}),                 # one row
+    ((1, 2, 2, 24), (3, 3), {"pads": [3, 1, 2, 1]}),                 # pads > rows
+    ((1, 2, 3, 72), (2, 8), {"pads": [1, 7, 0, 0]}),                 # shift -7: a whole vector
+]
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", ROWS_CASES)
+def test_depthwise_rows(x_shape, kernel, attrs, rng):
+    got = ember.compile(make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=x_shape[1], **attrs)],
+        {"x": np.zeros(x_shape, np.float32)}, ["y"],
+        {"w": np.zeros((x_shape[1], 1) + kernel, np.float32)}))
+    assert ROWS_MARK in got.source
+    _check(rng, x_shape, kernel, attrs)
+
+
+def test_depthwise_rows_1d_multiplier_no_bias(rng):
+    _check(rng, (2, 3, 40), (3,), {"pads": [1, 1]}, mult=2, bias=False)
+
+
+def test_depthwise_rows_epilogue_by_row_and_column(rng):
+    """An epilogue operand broadcast along the columns only: stored by (oh, ow), not flat."""
+    row = rng.standard_normal((6, 1)).astype(np.float32)
+    _check(rng, (1, 3, 6, 24), (3, 3), {"pads": [1, 1, 1, 1]}, mult=2,
+           after=[("Add", {"row": row}), ("Relu", {})])
+
+
+def test_depthwise_rows_nan_inf_threads_epilogue(rng):
+    """Non-finite values at both row ends (the shuffled lanes) and inside, 2 threads, and
+    MobileNet's BatchNorm shift + Clip epilogue."""
+    x = rng.standard_normal((2, 4, 7, 24)).astype(np.float32)
+    x[0, 0, 3, 0], x[0, 1, 4, 23], x[1, 2, 0, 9], x[1, 3, 6, 15] = np.nan, np.inf, -np.inf, np.nan
+    shift = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    after = [("Add", {"shift": shift}),
+             ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})]
+    single = _check(np.random.default_rng(1), x.shape, (3, 3), {"pads": [1, 1, 1, 1]}, x=x,
+                    after=after)
+    threaded = _check(np.random.default_rng(1), x.shape, (3, 3), {"pads": [1, 1, 1, 1]}, x=x,
+                      after=after, threads=2)
+    np.testing.assert_array_equal(single, threaded)
+    # the NaN at column 0 reaches columns 0-1 of rows 2-4 only; nothing wraps to column 23
+    assert np.isnan(single[0, 0, 2:5, :2]).all() and np.isfinite(single[0, 0, :, 2:]).all()
+    assert np.isfinite(single[0, 1, :, :22]).all()

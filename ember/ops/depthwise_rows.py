@@ -1,0 +1,119 @@
+"""Depthwise Conv straight from the input rows, for wide stride-1 "same"-width maps
+(MobileNetV2's 112x112 and 56x56): no padded copy of the plane.
+
+The plane kernel of window_plane.py first copies each plane into a padded layout: on a
+112x112 map that copy costs about as much as the taps. When the output is as wide as the
+input and a whole number of vectors, each output row is W / LANES vectors that read the
+input rows in place: tap (a, b) of the vector at column ow reads row oh + a*dh - pt at columns
+ow + s, s = b*dw - pl. Only two things leave the image: a row above or below it (its taps read
+a zeroed row instead) and, in a row's first and last vectors, the lanes a negative or positive
+shift s pushes past the row's ends, which shuffles fill with zeros (exactly as zero padding:
+a NaN or Inf next to the row never enters). Rows of results (`acc`, in L1) then go out
+through ctx.store, so a fused epilogue runs in its own vectorizable loop.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from ember.lower.schedule import SCALAR_BYTES
+from ember.ops.window import parallel_for
+from ember.ops.window_plane import LANES, VEC, PlaneWindow, emit_vector_types, splat
+from ember.render.cwriter import CWriter
+
+if TYPE_CHECKING:
+    from ember.ops.conv import ConvGeometry
+
+_ALIGN = 16           # per-thread scratch regions start on 64-byte boundaries (floats)
+_ACC_FLOATS = 2048    # output rows per block: their results stay in L1 until stored
+
+
+def rows_applies(pw: PlaneWindow, vector_bytes: int) -> bool:
+    """Stride 1, output as wide as the input, rows of whole vectors (two at least, so the
+    first and the last differ), every column shift within one vector; a target with SIMD
+    (the shuffles)."""
+    win, width = pw.win, pw.in_w
+    pl = win.pads_begin[1]
+    pr = (win.kernel[1] - 1) * win.dilations[1] - pl
+    return (vector_bytes > SCALAR_BYTES and win.strides == (1, 1) and pw.out_w == width
+            and width % LANES == 0 and width >= 2 * LANES and 0 <= pl < LANES
+            and 0 <= pr < LANES)
+
+
+def _round(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def emit_depthwise_rows(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
+    w, win = ctx.w, pw.win
+    height, width = pw.in_h, pw.in_w
+    (kh, kw), (dh, dw), (pt, pl) = win.kernel, win.dilations, win.pads_begin
+    planes, mult = g.batch * g.in_channels, g.out_channels // g.groups
+    out_plane, block = pw.out_h * width, max(1, min(pw.out_h, _ACC_FLOATS // width))
+    per_thread = _round(width) + _round(block * width)
+    emit_vector_types(w)
+    parallel = parallel_for(w, ctx.schedule.threads, planes, thread_id=True)
+    scratch = ctx.request_scratch((ctx.schedule.threads if parallel else 1) * per_thread * 4)
+    taps = [(a, b) for a in range(kh) for b in range(kw)]
+    merged = (g.batch, g.out_channels, out_plane)
+    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
+        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
+        w.line(f"float *restrict zero = (float *){scratch}{mine};")
+        w.line(f"float *restrict acc = zero + {_round(width)};")
+        w.line(f"memset(zero, 0, sizeof(float)*{width});")
+        w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")
+        w.line(f"const int64_t n = nc / {g.in_channels}, c = nc % {g.in_channels};")
+        channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
+                    if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
+        with channels:
+            w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {len(taps)};")
+            w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}"
+                                               for t in range(len(taps))) + ";")
+            w.line(f"const {VEC} bias = {splat(f'{ctx.ins[2]}[co]' if g.has_bias else '0.0f')};")
+            with w.block(f"for (int64_t oh0 = 0; oh0 < {pw.out_h}; oh0 += {block})"):
+                w.line(f"const int64_t nrows = {pw.out_h} - oh0 < {block} ? "
+                       f"{pw.out_h} - oh0 : {block};")
+                with w.block("for (int64_t r = 0; r < nrows; ++r)"):
+                    for a in range(kh):
+                        ih = f"oh0 + r + {a * dh - pt}" if a * dh != pt else "oh0 + r"
+                        w.line(f"const float *r{a} = ({ih} >= 0 && {ih} < {height}) ? "
+                               f"xp + ({ih}) * {width} : zero;")
+                    w.line(f"float *restrict o = acc + r * {width};")
+                    shifts = [(a, b * dw - pl) for a, b in taps]
+                    with w.block(""):
+                        _emit_vector(w, shifts, "0", edge=-1)
+                    with w.block(f"for (int64_t ow = {LANES}; ow < {width - LANES}; "
+                                 f"ow += {LANES})"):
+                        _emit_vector(w, shifts, "ow", edge=0)
+                    with w.block(""):
+                        _emit_vector(w, shifts, str(width - LANES), edge=1)
+                at = f"(n*{g.out_channels} + co)*{out_plane} + oh0*{width} + q"
+                with w.block(f"for (int64_t q = 0; q < nrows * {width}; ++q)"):
+                    if ctx.can_merge(merged):
+                        w.line(f"const int64_t p = oh0*{width} + q;")
+                        ctx.store(["n", "co", "p"], at, "acc[q]", shape=merged)
+                    else:
+                        sp = ["oh", "ow"] if len(g.in_sp) == 2 else ["ow"]
+                        w.line(f"const int64_t oh = oh0 + q / {width}, ow = q % {width};")
+                        if len(sp) == 1:
+                            w.line("(void)oh;")
+                        ctx.store(["n", "co"] + sp, at, "acc[q]")
+
+
+def _emit_vector(w: CWriter, shifts: list[tuple[int, int]], ow: str, edge: int) -> None:
+    """o[ow .. ow + LANES) from every tap; `edge` -1 / 1: the row's first / last vector,
+    whose lanes past the row's start / end read zeros."""
+    w.line(f"{VEC} s0 = bias, s1 = {splat('0.0f')};")
+    if edge and any(s * edge > 0 for _, s in shifts):
+        w.line(f"const {VEC} z = {splat('0.0f')};")
+    for t, (a, s) in enumerate(shifts):
+        if s * edge > 0:
+            # the vector at ow, its lanes moved by s: lane i takes lane i + s, 0 outside
+            lanes = [LANES + i + s if 0 <= i + s < LANES else 0 for i in range(LANES)]
+            x = (f"__builtin_shufflevector(z, *(const {VEC} *)(r{a} + {ow}), "
+                 + ", ".join(map(str, lanes)) + ")")
+        else:
+            at = f"{ow} + {s}" if s > 0 else f"{ow} - {-s}" if s else ow
+            x = f"*(const {VEC} *)(r{a} + {at})"
+        w.line(f"s{t % 2} += w{t} * {x};")
+    w.line(f"*({VEC} *)(o + {ow}) = s0 + s1;")

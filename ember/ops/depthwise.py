@@ -5,6 +5,10 @@ Each input plane is copied once into the padded, stride-phase-split layout of
 are unrolled with their weights and the bias held in registers, and one flat loop over the
 plane computes every output. Finished rows go out through ctx.store, so a fused epilogue
 (BatchNorm shift, Relu, Clip) runs in its own vectorizable loop.
+
+Two stride-1 "same"-width cases skip that copy's padding columns: narrow maps run over the
+flat plane (depthwise_flat.py), wide ones whose rows are whole vectors read the input rows
+in place (depthwise_rows.py).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ shape and target; the tuner's records will later override the heuristics in this
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: float32 lanes of the narrowest SIMD register a target may have (SSE2 / NEON)
 _MIN_VECTOR_BYTES = 16
@@ -22,6 +22,19 @@ class Schedule:
     #: kernels may mark loops `#pragma omp simd` (the host builds with -fopenmp-simd); off for
     #: `ember export`'s strict C99 projects, where the pragma is unknown
     simd_pragmas: bool = True
+
+
+#: a kernel doing less work than this (OpDef.flops) runs on one thread: waking the other
+#: threads and joining them costs a few microseconds when they spin, far more when one was
+#: descheduled, and more than splitting a few microseconds of work saves
+PARALLEL_MIN_FLOPS = 200_000
+
+
+def kernel_schedule(schedule: Schedule, flops: int) -> Schedule:
+    """The schedule of one kernel doing `flops` of work under the model's `schedule`."""
+    if schedule.threads > 1 and flops < PARALLEL_MIN_FLOPS:
+        return replace(schedule, threads=1)
+    return schedule
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ember.errors import EmberError
 from ember.graph.ir import Graph, Node, Value
 from ember.lower.kernel import Kernel, KernelContext
 from ember.lower.memory_plan import ALIGN, Buffer, MemoryPlan, align, plan_memory
-from ember.lower.schedule import Schedule
+from ember.lower.schedule import Schedule, kernel_schedule
 from ember.ops.registry import get_op
 from ember.render.cwriter import CWriter
 
@@ -100,6 +100,7 @@ def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
     own = node.inputs[:len(node.inputs) - n_extra]
     ins = [f"in{k}" if v is not None else None for k, v in enumerate(own)]
     extra = [f"in{len(own) + k}" for k in range(n_extra)]
+    schedule = kernel_schedule(schedule, opdef.flops(node))
     ctx = KernelContext(node, CWriter(1), ins, [f"out{k}" for k in range(len(node.outputs))],
                         schedule, epilogue, extra)
     try:

@@ -217,3 +217,15 @@ def a_rows_in_place(t: GemmTiles, lda: int) -> bool:
     cache for packing to serve, and the packed copy would cost RAM (AD's 640-wide input:
     10 KiB of scratch, 3x TFLite Micro's whole activation arena)."""
     return t.scalar or (lda * 4) % _L1_WAY_BYTES != 0
+
+
+#: a direct convolution (ops/conv_direct.py) takes convs with at most this many input channels
+_DIRECT_MAX_CHANNELS = 4
+
+
+def direct_conv_pays(c_in: int, out_w: int, vector_bytes: int) -> bool:
+    """Whether a convolution with few input channels runs direct (register blocks of output
+    channels x column vectors over a phase-split copy of the input) rather than as a GEMM,
+    whose K = c_in x taps is then too short to repay packing im2col. Rows of a vector at
+    least; a target with SIMD."""
+    return vector_bytes > SCALAR_BYTES and c_in <= _DIRECT_MAX_CHANNELS and out_w >= 8

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
+from ember.ops.conv_direct import direct_conv_applies, emit_conv_direct
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
 from ember.ops.conv_winograd import emit_conv_winograd, winograd_applies
 from ember.ops.depthwise import emit_depthwise, is_depthwise
@@ -120,6 +121,9 @@ class Conv(OpDef):
         # channels share each packed input element (DS-CNN's first conv: 1.35x quicker).
         if is_depthwise(g) and g.groups > 1 and node.inputs[0].type.dtype == dt.F32:
             emit_depthwise(ctx, g)
+            return
+        if direct_conv_applies(node, g, ctx.schedule.vector_bytes):
+            emit_conv_direct(ctx, g)
             return
         if winograd_applies(node, g):
             emit_conv_winograd(ctx, g)

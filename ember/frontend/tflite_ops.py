@@ -452,3 +452,7 @@ def _dense_slice(ctx: OpContext, dims: tuple[int, ...], begin: list[int], end: l
 
 def _shape(ctx: OpContext, values: list[int]) -> Value:
     return ctx.constant(np.array(values, np.int64).reshape(-1), dt.I64)
+
+
+# UNIDIRECTIONAL_SEQUENCE_LSTM's converter lives in its own module; importing it registers it.
+from ember.frontend import tflite_lstm  # noqa: E402,F401

@@ -12,6 +12,8 @@ Semantics follow onnxruntime where the spec leaves room:
 - activation_alpha/beta are consumed in order only by the functions that take them (Affine,
   LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu), with onnxruntime's defaults.
 - clip bounds every gate's pre-activation (peephole and biases included).
+An LSTM converted from TFLite may carry `cell_clip` (a CellClip, which no ONNX attribute can
+hold): the cell state is clipped after each update, before the output gate reads it.
 Arithmetic is in float for f16/f32 and double for f64.
 """
 from __future__ import annotations
@@ -64,6 +66,12 @@ class Act:
         template = _ACTIVATIONS[self.name][4]
         return template.format(x=x, a=c_float(self.alpha, acc), b=c_float(self.beta, acc),
                                m=_Libm(acc))
+
+
+@dataclass(frozen=True)
+class CellClip:
+    """TFLite's cell_clip: the LSTM's cell state is clipped to [-bound, bound] after each update."""
+    bound: float
 
 
 @dataclass(frozen=True)
@@ -403,7 +411,13 @@ class _Emitter:
                 self.gate("zf", 2, peep(2, "cp"))
                 w.line(f"const {A} fg = {self.act(0, 'zf')};")
             self.gate("zc", 3)
-            w.line(f"c[hk] = ({self.T})(fg * cp + ig * {self.act(1, 'zc')});")
+            w.line(f"{A} cu = fg * cp + ig * {self.act(1, 'zc')};")
+            clip = self.node.attrs.get("cell_clip")
+            if isinstance(clip, CellClip):   # as TFLite's ClipVector: min, then max (NaN -> bound)
+                c = c_float(clip.bound, A)
+                w.line(f"cu = cu < {c} ? cu : {c};")
+                w.line(f"cu = cu < -{c} ? -{c} : cu;")
+            w.line(f"c[hk] = ({self.T})cu;")
             w.line(f"const {A} cn = c[hk];")
             self.gate("zo", 1, peep(1, "cn"))
             self.write_h(f"{self.act(0, 'zo')} * {self.act(2, 'cn')}")

@@ -68,6 +68,17 @@ def test_float_models_match_tflite_on_host(name, tmp_path):
     assert "_SCALE" not in header and "_ZERO_POINT" not in header
 
 
+def test_lstm_model_matches_tflite_on_host(tmp_path):
+    """TFLite Micro's MNIST LSTM: UNIDIRECTIONAL_SEQUENCE_LSTM (one recurrent kernel, its
+    sigmoid and tanh Ember's own) exports, builds with no libm, and matches TFLite."""
+    out = tmp_path / "project"
+    export_model(DATA / "trained_lstm.tflite", "c99-host", out)
+    build_project(out)
+    values, _ = run_float_project(out, "trained_lstm", tmp_path)
+    check_against_tflite(values, "trained_lstm")
+    assert set(symbols("nm", out / "build" / "model.o", "-u")) <= LIBC
+
+
 def test_float_model_output_prints_exactly(tmp_path):
     """%.9g round-trips float32: the printed outputs are the very floats the model wrote."""
     out = tmp_path / "project"

@@ -78,7 +78,6 @@ def test_shared_float_models(path):
 
 
 @pytest.mark.parametrize("path, problems", [
-    ("tflite_micro/trained_lstm.tflite", ["operator 0 (UNIDIRECTIONAL_SEQUENCE_LSTM)"]),
     ("tflite_micro/audio_preprocessor_float.tflite", ["CUSTOM(SignalWindow)", "CUSTOM(SignalRfft)"]),
     ("tflite_micro/trained_lstm_int8.tflite",
      ["UNIDIRECTIONAL_SEQUENCE_LSTM): op is not supported on quantized tensors"])])

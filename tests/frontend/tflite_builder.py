@@ -4,6 +4,7 @@
     x = m.tensor([1, 4, 4, 3])                       # a run-time tensor
     w = m.tensor(data=weights)                       # a constant (its buffer holds the data)
     q = m.tensor([1, 4], np.int8, quant=([0.5], [-3]))   # quantized: (scales, zero points[, axis])
+    s = m.tensor([1, 8], variable=True)              # a state variable
     y = m.tensor([1, 4, 4, 8])
     m.op("CONV_2D", [x, w, -1], [y], "Conv2DOptions", Padding=0, StrideW=1, StrideH=1)
     data = m.finish(inputs=[x], outputs=[y])
@@ -31,6 +32,7 @@ class _Tensor:
     buffer: int
     name: str
     quant: tuple | None      # (scales, zero points[, quantized dimension])
+    variable: bool = False   # a state tensor (an LSTM's), zero when the interpreter starts
 
 
 @dataclass
@@ -50,7 +52,7 @@ class TflBuilder:
 
     def tensor(self, shape: list[int] | None = None, dtype: Any = np.float32,
                data: np.ndarray | None = None, name: str = "",
-               quant: tuple | None = None) -> int:
+               quant: tuple | None = None, variable: bool = False) -> int:
         buffer = 0
         if data is not None:
             data = np.ascontiguousarray(data)
@@ -58,7 +60,7 @@ class TflBuilder:
             self.buffers.append(data.astype(data.dtype.newbyteorder("<")).tobytes())
             buffer = len(self.buffers) - 1
         self.tensors.append(_Tensor(list(shape), _TYPES[np.dtype(dtype)], buffer,
-                                    name or f"t{len(self.tensors)}", quant))
+                                    name or f"t{len(self.tensors)}", quant, variable))
         return len(self.tensors) - 1
 
     def op(self, opcode: str, inputs: list[int], outputs: list[int], options: str | None = None,
@@ -116,6 +118,8 @@ class TflBuilder:
         tflite.TensorAddType(b, t.type)
         tflite.TensorAddBuffer(b, t.buffer)
         tflite.TensorAddName(b, name)
+        if t.variable:
+            tflite.TensorAddIsVariable(b, True)
         if quant is not None:
             tflite.TensorAddQuantization(b, quant)
         return tflite.TensorEnd(b)

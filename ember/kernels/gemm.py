@@ -10,8 +10,9 @@ padded image, where every row of its im2col matrix is a contiguous run of the im
 with unit column stride is read in place where schedule.a_rows_in_place says so (`RowsInPlace`:
 the microkernel broadcasts a[r*lda + k] as it would a packed value; packing it would be a
 transpose). Loops, outermost first: the thread's work item (batch entry x part of M x part of
-N), jc over N in nc columns, pc over K in kc slices (pack B), ic over M in mc rows (pack A),
-jr and ir over the micro-tiles. A micro-tile accumulates in out (a ragged edge one through a
+N), jc over N in nc columns (one nr panel where each block of B is read once:
+schedule.b_block_columns), pc over K in kc slices (pack B), ic over M in mc rows (pack A), jr
+and ir over the micro-tiles. A micro-tile accumulates in out (a ragged edge one through a
 small `tile`); after the last K slice each element goes through `final`, which applies the
 op's epilogue (bias, activation, residual) while the tile is still in L1.
 """
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ember.kernels.gemm_c import gemm_support_c
-from ember.lower.schedule import GemmTiles, a_rows_in_place
+from ember.lower.schedule import GemmTiles, a_rows_in_place, b_block_columns
 from ember.render.cwriter import CWriter
 
 
@@ -144,8 +145,12 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
     n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
     if isinstance(g.a, Strided) and g.a.cs == 1 and a_rows_in_place(t, g.a.rs):
         g = replace(g, a=RowsInPlace(g.a.base, g.a.rs))
-    a_floats = 0 if isinstance(g.a, (PackedConst, RowsInPlace)) else min(t.mc, m_part) * kc_max
-    b_floats = 0 if isinstance(g.b, (PackedConst, RowOffsets)) else kc_max * min(t.nc, n_part)
+    a_packed = not isinstance(g.a, (PackedConst, RowsInPlace))
+    b_packed = not isinstance(g.b, (PackedConst, RowOffsets))
+    if b_packed:
+        t = replace(t, nc=b_block_columns(t, m_part, a_packed))
+    a_floats = min(t.mc, m_part) * kc_max if a_packed else 0
+    b_floats = kc_max * min(t.nc, n_part) if b_packed else 0
     per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
     if per_thread:
         ctx.request_scratch(threads * per_thread * 4)

@@ -167,3 +167,16 @@ def test_conv_residual_epilogue_and_runtime_weights(rng):
              helper.make_node("Add", ["c", "x"], ["y"])]
     compare(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, threads=2)
     compare(make_model(nodes, {"x": x, "w": w}, ["y"]), {"x": x, "w": w})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cin", [96, 500])
+def test_pointwise_one_panel_at_a_time(cin, threads, rng):
+    """A 1x1 conv with few output channels (16: micro-tiles of 6, 6, 4 rows) packs one
+    nr-column panel of B at a time (schedule.b_block_columns): ragged last panel (99
+    positions), K in one slice or two (500 > kc), a residual Add after the bias."""
+    x, r = normal(rng, 1, cin, 9, 11), normal(rng, 1, 16, 9, 11)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+             helper.make_node("Add", ["c", "r"], ["y"])]
+    inits = {"w": normal(rng, 16, cin, 1, 1), "b": normal(rng, 16)}
+    compare(make_model(nodes, {"x": x, "r": r}, ["y"], inits), {"x": x, "r": r}, threads)

@@ -75,7 +75,8 @@ class KernelContext:
         if self.epilogue is None:
             self.w.line(f"{self.outs[0]}[{out_offset}] = {value};")
             return
-        loads = [value] + [f"{name}[{offset_expr(index_vars, st)}]"
+        # the epilogue splices its operands into expressions: an operand must be one term
+        loads = [f"({value})"] + [f"{name}[{offset_expr(index_vars, st)}]"
                            for name, st in zip(self.epilogue_inputs, self._epilogue_strides(shape))]
         result = self.epilogue.emit(self.w, loads)
         self.w.line(f"{self.outs[0]}[{out_offset}] = {result};")

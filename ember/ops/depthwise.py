@@ -12,14 +12,13 @@ in place (depthwise_rows.py).
 """
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from ember.lower.schedule import depthwise_flat_pays
 from ember.ops.depthwise_flat import emit_depthwise_flat, flat_applies
 from ember.ops.depthwise_rows import emit_depthwise_rows, rows_applies
-from ember.ops.window_plane import (VEC, Fold, PlaneWindow, emit_window_rows, plane_loop,
-                                   plane_window, splat)
+from ember.ops.window_plane import (Fold, PlaneWindow, depthwise_channels, emit_window_rows,
+                                   plane_loop, plane_window, splat)
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -53,13 +52,7 @@ def emit_depthwise(ctx, g: ConvGeometry) -> None:
     taps = len(pw.taps())
     out_vars = ["n", "co", "oh", "ow"] if len(g.in_sp) == 2 else ["n", "co", "ow"]
     with plane_loop(ctx, pw, planes, "0.0f"):
-        w.line(f"const int64_t n = nc / {g.in_channels}, c = nc % {g.in_channels};")
-        channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
-                    if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
-        with channels:
-            w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {taps};")
-            w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}" for t in range(taps))
-                   + ";")
+        with depthwise_channels(ctx, g.in_channels, mult, taps):
             bias = f"{ctx.ins[2]}[co]" if g.has_bias else "0.0f"
 
             def finish(value: str, offset: str) -> None:

@@ -12,13 +12,13 @@ bitwise AND that keeps NaN and Inf out exactly as zero padding does.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ember.ops.window import parallel_for
-from ember.ops.window_plane import LANES, MASK, VEC, PlaneWindow, emit_vector_types, splat
+from ember.ops.window_plane import (LANES, MASK, VEC, PlaneWindow, depthwise_channels,
+                                   emit_vector_types, splat)
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -64,13 +64,7 @@ def emit_depthwise_flat(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
                f"sizeof(float)*{pw.in_h * width});")
         w.line(f"memset(xz + {front + pw.in_h * width}, 0, "
                f"sizeof(float)*{size - front - pw.in_h * width});")
-        w.line(f"const int64_t n = nc / {g.in_channels}, c = nc % {g.in_channels};")
-        channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
-                    if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
-        with channels:
-            w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {len(taps)};")
-            w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}"
-                                               for t in range(len(taps))) + ";")
+        with depthwise_channels(ctx, g.in_channels, mult, len(taps)):
             bias = f"{ctx.ins[2]}[co]" if g.has_bias else "0.0f"
             with w.block(f"for (int64_t q = 0; q < {span}; q += {LANES})"):
                 w.line(f"{VEC} s0 = {splat(bias)}, s1 = {splat('0.0f')};")

@@ -13,12 +13,12 @@ through ctx.store, so a fused epilogue runs in its own vectorizable loop.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from ember.lower.schedule import SCALAR_BYTES
 from ember.ops.window import parallel_for
-from ember.ops.window_plane import LANES, VEC, PlaneWindow, emit_vector_types, splat
+from ember.ops.window_plane import (LANES, VEC, PlaneWindow, depthwise_channels,
+                                   emit_vector_types, splat)
 from ember.render.cwriter import CWriter
 
 if TYPE_CHECKING:
@@ -62,13 +62,7 @@ def emit_depthwise_rows(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
         w.line(f"float *restrict acc = zero + {_round(width)};")
         w.line(f"memset(zero, 0, sizeof(float)*{width});")
         w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")
-        w.line(f"const int64_t n = nc / {g.in_channels}, c = nc % {g.in_channels};")
-        channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
-                    if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
-        with channels:
-            w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {len(taps)};")
-            w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}"
-                                               for t in range(len(taps))) + ";")
+        with depthwise_channels(ctx, g.in_channels, mult, len(taps)):
             w.line(f"const {VEC} bias = {splat(f'{ctx.ins[2]}[co]' if g.has_bias else '0.0f')};")
             with w.block(f"for (int64_t oh0 = 0; oh0 < {pw.out_h}; oh0 += {block})"):
                 w.line(f"const int64_t nrows = {pw.out_h} - oh0 < {block} ? "

@@ -249,6 +249,22 @@ def splat(scalar: str) -> str:
     return f"({scalar} - ({VEC}){{0}})"
 
 
+@contextlib.contextmanager
+def depthwise_channels(ctx, in_channels: int, mult: int, taps: int) -> Iterator[None]:
+    """Inside a loop over planes `nc`: image n, input channel c, and each of its `mult`
+    output channels co with that channel's `taps` weights (ctx.ins[1], [C*mult, taps])
+    splat into vectors w0, w1, ..."""
+    w = ctx.w
+    w.line(f"const int64_t n = nc / {in_channels}, c = nc % {in_channels};")
+    channels = (w.block(f"for (int64_t co = c * {mult}; co < (c + 1) * {mult}; ++co)")
+                if mult > 1 else contextlib.nullcontext(w.line("const int64_t co = c;")))
+    with channels:
+        w.line(f"const float *restrict wp = {ctx.ins[1]} + co * {taps};")
+        w.line(f"const {VEC} " + ", ".join(f"w{t} = {splat(f'wp[{t}]')}" for t in range(taps))
+               + ";")
+        yield
+
+
 @dataclass(frozen=True)
 class Fold:
     """How the tap loop folds a window's taps, as C over vectors. Two partial results, over

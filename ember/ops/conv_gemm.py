@@ -86,15 +86,7 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
         b = Strided(image, d.h * d.w, 1)
     else:
         b = Im2col(image, d)
-    out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
-    gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
-                       out, n)
-    store = _position_store(ctx, g, d)
-
-    def final(i: str, j: str, value: str) -> None:
-        store(j, _biased(ctx, g, i, value))
-
-    emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
+    _positions_gemm(ctx, g, d, t, b)
     if t.scalar:
         _residual_in_place(ctx)
 
@@ -147,7 +139,7 @@ def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     panels, through a compile-time table of offsets into the image group followed by a zero
     (padding reads the zero): one load and store per element, no branch, where packing block
     by block spends its time on index math per short run."""
-    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
+    cg = g.in_channels // g.groups
     k, n, images, plane = cg * d.kh * d.kw, d.oh * d.ow, g.batch * g.groups, cg * d.h * d.w
     size = k * _round_up(n, t.nr)
     table = ctx.pack_constant(_im2col_table(d, cg, t.nr))
@@ -161,8 +153,15 @@ def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
         w.line(f"float *restrict dst = bfull + im*{size};")
         with w.block(f"for (int64_t i = 0; i < {size}; ++i)"):
             w.line(f"dst[i] = xz[{table}[i]];")
+    _positions_gemm(ctx, g, d, t, PackedConst(f"(bfull + (n*{g.groups} + g)*{size})"))
+
+
+def _positions_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, b) -> None:
+    """out[n, g] (output channels x positions) = weights x b, per image and group, through
+    the bias and the fused epilogue."""
+    mg, n = g.out_channels // g.groups, d.oh * d.ow
+    k = g.in_channels // g.groups * d.kh * d.kw
     out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
-    b = PackedConst(f"(bfull + (n*{g.groups} + g)*{size})")
     gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
                        out, n)
     store = _position_store(ctx, g, d)

@@ -141,10 +141,10 @@ def _emit_tfl_conv(node: Node, ctx, g: _IntConv, q: "TflConvParams", bias: str |
     rank = len(g.in_sp)
     win = g.window
     cpg, opg = g.channels // g.groups, g.out_channels // g.groups
-    in_size, k_size, out_size = math.prod(g.in_sp), math.prod(g.kernel), math.prod(g.out_sp)
+    in_size, out_size = math.prod(g.in_sp), math.prod(g.out_sp)
     x_st = [math.prod(g.in_sp[d + 1:]) * g.channels for d in range(rank)]
     k_st = [math.prod(g.kernel[d + 1:]) * cpg for d in range(rank)]
-    x, wt, y = ctx.ins[0], ctx.ins[1], ctx.outs[0]
+    x, y = ctx.ins[0], ctx.outs[0]
     xo, wo = q.input_offset, q.filter_offset
     weights = node.inputs[1].const
     depthwise = cpg == 1 and opg == 1 and rank == 2 and weights is not None

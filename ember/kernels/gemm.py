@@ -259,13 +259,23 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles, via_tile: b
             w.line(f"if (mr == {t.mr}) {full}")
             w.line(f"else ember_sgemm_ukr{g.m % t.mr}_{t.nr}{suffix}{args}")
 
+    def into_tile() -> None:
+        """A narrow last panel (nr <= one vector) takes the one-vector microkernel."""
+        if in_place[0] == "" and not t.scalar and g.n % t.nr and g.n % t.nr <= t.lanes:
+            with w.block(f"if (nr <= {t.lanes})"):
+                call("tile", f"{t.nr}", "0", ("h", "aq, bq"))
+            with w.block("else"):
+                call("tile", f"{t.nr}", "0", in_place)
+        else:
+            call("tile", f"{t.nr}", "0", in_place)
+
     if via_tile:
-        call("tile", f"{t.nr}", "0", in_place)
+        into_tile()
         return
     with w.block(f"if (nr == {t.nr})"):
         call(f"outp + (ic + ir)*{g.ldc} + jc + jr", f"{g.ldc}", "pc > 0", in_place)
     with w.block("else"):
-        call("tile", f"{t.nr}", "0", in_place)
+        into_tile()
         w.line(f"for (int64_t r = 0; r < mr; ++r) for (int64_t c = 0; c < nr; ++c) "
                f"{_AT} = (pc ? {_AT} : 0.0f) + tile[r*{t.nr} + c];".replace("LDC", f"{g.ldc}"))
 

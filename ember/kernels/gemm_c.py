@@ -34,6 +34,10 @@ def gemm_support_c(t: GemmTiles) -> str:
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}a(int64_t kc, const float *restrict a, "
         f"int64_t lda, const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
         f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, lda, b, 0, c, ldc, accumulate); }}"
+        + ("" if t.scalar else          # suffix h: only the first vector's columns (lda < 0)
+           f"\nstatic __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}h(int64_t kc, "
+           f"const float *restrict a, const float *restrict b, float *restrict c, int64_t ldc, "
+           f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, -1, b, 0, c, ldc, accumulate); }}")
         for mr in range(1, t.mr + 1))
     ukr = _scalar_ukr_c(t) + _scalar_conv_panel_c(t) if t.scalar else _vector_ukr_c(t)
     return f"""{ukr}
@@ -210,7 +214,8 @@ typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligne
  * (a packed, or with lda > 0 row r read in place at a + r*lda; row k of b at b + k*NR when
  * packed, or at b + offs[k] read in place). Always inlined with a constant mr and offs (and
  * lda constant 0 where a is packed), so the loops unroll and the 2*mr accumulators stay in
- * registers. */
+ * registers. lda constant -1: a packed, only c[0:mr][0:NR/2] (a last panel of B at most one
+ * vector wide: half the multiply-adds). */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
         const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
@@ -223,18 +228,18 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
     for (int64_t k = 0; k < kc; ++k) {{
         const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
         const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
-        const ember_f32v{lanes} b1 = *(const ember_f32v{lanes}u *)(bk + {lanes});
+        const ember_f32v{lanes} b1 = lda < 0 ? b0 : *(const ember_f32v{lanes}u *)(bk + {lanes});
         for (int r = 0; r < mr; ++r) {{
-            const float s = lda ? a[r*lda + k] : a[k*mr + r];
+            const float s = lda > 0 ? a[r*lda + k] : a[k*mr + r];
             const ember_f32v{lanes} ar = {splat};
             c0[r] += ar * b0;
-            c1[r] += ar * b1;
+            if (lda >= 0) c1[r] += ar * b1;
         }}
     }}
     for (int r = 0; r < mr; ++r) {{
         ember_f32v{lanes}u *row = (ember_f32v{lanes}u *)(c + r*ldc);
         row[0] = accumulate ? row[0] + c0[r] : c0[r];
-        row[1] = accumulate ? row[1] + c1[r] : c1[r];
+        if (lda >= 0) row[1] = accumulate ? row[1] + c1[r] : c1[r];
     }}
 }}
 """

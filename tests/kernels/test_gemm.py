@@ -126,6 +126,10 @@ CONVS = [   # (x shape, w shape, attrs)
     ((1, 64, 7, 7), (70, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     ((1, 144, 1, 1), (6, 144, 1, 1), {}),                                      # one position
     ((1, 40, 7, 7), (24, 40, 1, 1), {}),                 # 7x7 maps: positions on the M side
+    # last panel of B at most one vector wide: the one-vector microkernel (K in one slice
+    # or two, 8 columns exactly)
+    ((1, 96, 14, 14), (22, 96, 1, 1), {}),
+    ((1, 500, 8, 9), (13, 500, 1, 1), {}),
     ((1, 16, 14, 14), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((2, 8, 7, 7), (12, 4, 3, 3), {"group": 2, "pads": [1, 0, 1, 2]}),
     ((1, 1, 49, 10), (64, 1, 10, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),  # DS-CNN

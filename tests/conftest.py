@@ -71,6 +71,29 @@ def check_node(op: str, inputs: dict[str, np.ndarray], attrs: dict | None = None
     return check_model(model, inputs, **tolerances)
 
 
+def check_conv_chain(x: np.ndarray, inits: dict[str, np.ndarray], attrs: dict,
+                     after: list[tuple[str, dict[str, np.ndarray]]] | None, threads: int,
+                     marker: str, marked: bool) -> np.ndarray:
+    """Conv(x, *inits) then the `after` ops (op, {name: constant second operand}), compiled
+    by Ember with `threads` and compared with onnxruntime (rtol 1e-4, atol 1e-5). `marker`
+    is text only one conv kernel writes: the generated C holds it exactly when `marked`."""
+    inits = dict(inits)
+    nodes = [helper.make_node("Conv", ["x"] + list(inits), ["c"], **attrs)]
+    last = "c"
+    for k, (op, extra) in enumerate(after or []):
+        inits.update(extra)
+        nodes.append(helper.make_node(op, [last] + list(extra), [f"a{k}"]))
+        last = f"a{k}"
+    model = make_model(nodes, {"x": x}, [last], inits)
+    compiled = ember.compile(model, threads=threads)
+    assert (marker in compiled.source) == marked
+    got = compiled.run({"x": x})[last]
+    want = run_ort(model, {"x": x})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    return got
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -4,7 +4,7 @@ import pytest
 from onnx import helper
 
 import ember
-from conftest import make_model, run_ort
+from conftest import check_conv_chain, make_model, run_ort
 
 MARK = "static const int32_t offs["      # only the direct kernel declares its tap table
 
@@ -16,20 +16,7 @@ def _check(rng, x_shape, kernel, attrs=None, c_out=8, bias=True, after=None, x=N
     inits = {"w": rng.standard_normal((c_out, x_shape[1]) + tuple(kernel)).astype(np.float32)}
     if bias:
         inits["b"] = rng.standard_normal(c_out).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x"] + list(inits), ["c"], **(attrs or {}))]
-    last = "c"
-    for k, (op, extra) in enumerate(after or []):
-        inits.update(extra)
-        nodes.append(helper.make_node(op, [last] + list(extra), [f"a{k}"]))
-        last = f"a{k}"
-    model = make_model(nodes, {"x": x}, [last], inits)
-    compiled = ember.compile(model, threads=threads)
-    assert (MARK in compiled.source) == direct
-    got = compiled.run({"x": x})[last]
-    want = run_ort(model, {"x": x})[0]
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    return got
+    return check_conv_chain(x, inits, attrs or {}, after, threads, MARK, direct)
 
 
 CASES = [

@@ -4,7 +4,7 @@ import pytest
 from onnx import helper
 
 import ember
-from conftest import make_model, run_ort
+from conftest import check_conv_chain, make_model, run_ort
 
 VECTOR_TYPE = "ember_vf"      # only the plane kernel declares it
 
@@ -17,21 +17,8 @@ def _check(rng, x_shape, kernel, attrs=None, bias=True, mult=1, after=None, x=No
     inits = {"w": rng.standard_normal((c * mult, 1) + tuple(kernel)).astype(np.float32)}
     if bias:
         inits["b"] = rng.standard_normal(c * mult).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x"] + list(inits), ["c"], group=c, **(attrs or {}))]
-    last = "c"
-    for k, (op, extra) in enumerate(after or []):
-        for name, value in extra.items():
-            inits[name] = value
-        nodes.append(helper.make_node(op, [last] + list(extra), [f"a{k}"]))
-        last = f"a{k}"
-    model = make_model(nodes, {"x": x}, [last], inits)
-    compiled = ember.compile(model, threads=threads)
-    assert (VECTOR_TYPE in compiled.source) == fast
-    got = compiled.run({"x": x})[last]
-    want = run_ort(model, {"x": x})[0]
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    return got
+    return check_conv_chain(x, inits, dict(attrs or {}, group=c), after, threads, VECTOR_TYPE,
+                            fast)
 
 
 CASES = [

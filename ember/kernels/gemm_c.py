@@ -210,6 +210,37 @@ typedef float ember_f32v{lanes} __attribute__((vector_size({4 * lanes})));
  * the arena may sit at any 4-byte offset of the caller's allocation) */
 typedef float ember_f32v{lanes}u __attribute__((vector_size({4 * lanes}), aligned(4)));
 
+/* One row of the micro-tile (M = 1: an MLP's layers, a classifier head; B streams from L2 or
+ * L3 once): its two accumulators would each be a chain of dependent multiply-adds, one per
+ * FMA latency (5 cycles on Zen, 4 on Skylake), a third of the FMA throughput. Four chains per
+ * vector, over k modulo 4, keep eight multiply-adds in flight. half: c[0:NR/2] only. */
+static inline __attribute__((always_inline)) void ember_sgemm_row_{t.nr}(
+        int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+        const int half, int accumulate) {{
+    ember_f32v{lanes} s0[4] = {{{{0}}}}, s1[4] = {{{{0}}}};
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4)
+        for (int u = 0; u < 4; ++u) {{
+            const float s = a[k + u];
+            const ember_f32v{lanes} ar = {splat};
+            s0[u] += ar * *(const ember_f32v{lanes}u *)(b + (k + u)*{t.nr});
+            if (!half) s1[u] += ar * *(const ember_f32v{lanes}u *)(b + (k + u)*{t.nr} + {lanes});
+        }}
+    for (; k < kc; ++k) {{
+        const float s = a[k];
+        const ember_f32v{lanes} ar = {splat};
+        s0[0] += ar * *(const ember_f32v{lanes}u *)(b + k*{t.nr});
+        if (!half) s1[0] += ar * *(const ember_f32v{lanes}u *)(b + k*{t.nr} + {lanes});
+    }}
+    ember_f32v{lanes}u *row = (ember_f32v{lanes}u *)c;
+    const ember_f32v{lanes} r0 = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+    row[0] = accumulate ? row[0] + r0 : r0;
+    if (!half) {{
+        const ember_f32v{lanes} r1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+        row[1] = accumulate ? row[1] + r1 : r1;
+    }}
+}}
+
 /* c[0:mr][0:NR] (row stride ldc) = (accumulate ? c : 0) + sum over k of a[k][0:mr] (x) b[k][0:NR]
  * (a packed, or with lda > 0 row r read in place at a + r*lda; row k of b at b + k*NR when
  * packed, or at b + offs[k] read in place). Always inlined with a constant mr and offs (and
@@ -220,6 +251,10 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
         const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
     ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
+    if (mr == 1 && !offs) {{   /* one row: 2 accumulators would wait on the multiply-add */
+        ember_sgemm_row_{t.nr}(kc, a, b, c, lda < 0, accumulate);   /* latency; see below */
+        return;
+    }}
     for (int r = 0; r < mr; ++r) {{     /* c is added at the end: its loads must not hold */
         c0[r] = (ember_f32v{lanes}){{0}};  /* up the first multiply-adds; fetch it meanwhile */
         c1[r] = c0[r];

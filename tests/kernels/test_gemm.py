@@ -44,8 +44,10 @@ def test_tiles_fit_caches():
     assert t.mc % t.mr == 0 and t.nc % t.nr == 0 and t.m_parts * t.n_parts == 2
 
 
-SIZES = [(1, 1, 1), (1, 10, 512), (5, 17, 3), (6, 16, 256), (7, 33, 257), (13, 100, 600),
-         (250, 40, 300), (40, 3000, 20)]
+# M = 1 takes the one-row microkernel (k unrolled by 4): K = 6 and 1030 leave a remainder,
+# 1030 also spans two K slices, N = 37 ends in a half panel
+SIZES = [(1, 1, 1), (1, 10, 512), (1, 24, 6), (1, 37, 1030), (5, 17, 3), (6, 16, 256),
+         (7, 33, 257), (13, 100, 600), (250, 40, 300), (40, 3000, 20)]
 
 
 @pytest.mark.parametrize("threads", [1, 2])

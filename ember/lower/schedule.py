@@ -242,3 +242,17 @@ def direct_conv_pays(c_in: int, out_w: int, vector_bytes: int) -> bool:
     whose K = c_in x taps is then too short to repay packing im2col. Rows of a vector at
     least; a target with SIMD."""
     return vector_bytes > SCALAR_BYTES and c_in <= _DIRECT_MAX_CHANNELS and out_w >= 8
+
+
+#: a 1x1 convolution runs direct (ops/conv_pointwise.py) with at most this many output channels:
+#: MobileNetV2's 32 -> 16 at 112x112 1.22x, 96 / 144 -> 24 at 56x56 1.2x; with 96, 144 or 192
+#: (16 -> 96, 24 -> 144, 32 -> 192) the GEMM was 1.1x quicker in the model
+_POINTWISE_MAX_OUT = 24
+
+
+def pointwise_direct_pays(c_in: int, c_out: int, positions: int, vector_bytes: int) -> bool:
+    """Whether a 1x1 convolution with few output channels runs direct (every output channel's
+    sums of a strip of positions in registers, the input rows streamed once) rather than as a
+    GEMM, whose 6-row micro-tiles such an M fills badly and whose K is short. A target with
+    SIMD; positions enough for vectors."""
+    return vector_bytes > SCALAR_BYTES and c_out <= _POINTWISE_MAX_OUT and positions >= 64

@@ -22,6 +22,7 @@ from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
 from ember.ops.conv_direct import direct_conv_applies, emit_conv_direct
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
+from ember.ops.conv_pointwise import emit_conv_pointwise, pointwise_direct_applies
 from ember.ops.conv_winograd import emit_conv_winograd, winograd_applies
 from ember.ops.depthwise import emit_depthwise, is_depthwise
 from ember.ops.registry import OpDef, fail, register_op
@@ -124,6 +125,9 @@ class Conv(OpDef):
             return
         if direct_conv_applies(node, g, ctx.schedule.vector_bytes):
             emit_conv_direct(ctx, g)
+            return
+        if pointwise_direct_applies(node, g, ctx.schedule.vector_bytes):
+            emit_conv_pointwise(ctx, g)
             return
         if winograd_applies(node, g):
             emit_conv_winograd(ctx, g)

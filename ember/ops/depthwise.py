@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ember.lower.schedule import depthwise_flat_pays
+from ember.lower.schedule import depthwise_flat_pays, depthwise_stride2_in_place
 from ember.ops.depthwise_flat import emit_depthwise_flat, flat_applies
 from ember.ops.depthwise_rows import emit_depthwise_rows, rows_applies
+from ember.ops.depthwise_stride2 import emit_depthwise_stride2, stride2_applies
 from ember.ops.window_plane import (Fold, PlaneWindow, depthwise_channels, emit_window_rows,
                                    plane_loop, plane_window, splat)
 
@@ -48,6 +49,9 @@ def emit_depthwise(ctx, g: ConvGeometry) -> None:
         return
     if rows_applies(pw, ctx.schedule.vector_bytes):
         emit_depthwise_rows(ctx, g, pw)
+        return
+    if stride2_applies(pw, ctx.schedule.vector_bytes) and depthwise_stride2_in_place(pw.out_w):
+        emit_depthwise_stride2(ctx, g, pw)
         return
     taps = len(pw.taps())
     out_vars = ["n", "co", "oh", "ow"] if len(g.in_sp) == 2 else ["n", "co", "ow"]

@@ -329,3 +329,78 @@ def test_depthwise_rows_nan_inf_threads_epilogue(rng):
     # the NaN at column 0 reaches columns 0-1 of rows 2-4 only; nothing wraps to column 23
     assert np.isnan(single[0, 0, 2:5, :2]).all() and np.isfinite(single[0, 0, :, 2:]).all()
     assert np.isfinite(single[0, 1, :, :22]).all()
+
+
+STRIDE2_MARK = "swapped"      # only the in-place stride-2 kernel (ember/ops/depthwise_stride2.py)
+
+STRIDE2_CASES = [   # column stride 2, output rows of 24+ columns: read in place, no copy
+    ((1, 3, 5, 48), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # whole vectors
+    ((2, 2, 7, 52), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # 26: ragged
+    ((1, 2, 6, 49), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # odd sizes
+    ((1, 2, 8, 50), (3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2]}),        # TF "same"
+    ((1, 2, 7, 51), (3, 3), {"pads": [1, 2, 0, 1], "strides": [2, 2]}),        # asymmetric
+    ((1, 2, 6, 50), (3, 3), {"pads": [0, 0, 0, 0], "strides": [2, 2]}),        # no padding
+    ((1, 2, 5, 50), (3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 2]}),        # rows stride 1
+    ((1, 2, 10, 50), (3, 3), {"pads": [1, 1, 1, 1], "strides": [3, 2]}),       # rows stride 3
+    ((1, 2, 9, 61), (3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 2], "dilations": [2, 2]}),
+    ((1, 2, 9, 60), (5, 5), {"pads": [2, 2, 2, 2], "strides": [2, 2]}),
+    ((1, 2, 5, 53), (2, 4), {"pads": [0, 3, 1, 0], "strides": [2, 2]}),        # even kernel
+    ((1, 2, 3, 64), (1, 8), {"pads": [0, 7, 0, 0], "strides": [2, 2]}),        # shift -7
+    ((1, 2, 1, 48), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # one row
+    ((1, 2, 2, 47), (3, 3), {"pads": [3, 1, 2, 1], "strides": [2, 2]}),        # pads > rows
+    ((1, 2, 3, 112), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),       # MobileNetV2's
+]
+
+
+def _compiles_to(x_shape, kernel, attrs, mark):
+    return mark in ember.compile(make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=x_shape[1], **attrs)],
+        {"x": np.zeros(x_shape, np.float32)}, ["y"],
+        {"w": np.zeros((x_shape[1], 1) + kernel, np.float32)})).source
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", STRIDE2_CASES)
+def test_depthwise_stride2(x_shape, kernel, attrs, rng):
+    assert _compiles_to(x_shape, kernel, attrs, STRIDE2_MARK)
+    _check(rng, x_shape, kernel, attrs)
+
+
+@pytest.mark.parametrize("x_shape,kernel,attrs", [
+    ((1, 2, 5, 46), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),    # 23 columns: copied
+    ((1, 2, 4, 20), (3, 3), {"pads": [1, 1, 1, 40], "strides": [2, 2]}),   # edges only
+    ((1, 2, 5, 60), (3, 3), {"pads": [1, 9, 1, 1], "strides": [2, 2]}),    # shift -9
+])
+def test_depthwise_stride2_other_shapes_copy(x_shape, kernel, attrs, rng):
+    assert not _compiles_to(x_shape, kernel, attrs, STRIDE2_MARK)
+    _check(rng, x_shape, kernel, attrs)
+
+
+def test_depthwise_stride2_1d_multiplier_no_bias(rng):
+    _check(rng, (2, 3, 70), (3,), {"pads": [1, 1], "strides": [2]}, mult=2, bias=False)
+
+
+def test_depthwise_stride2_multiplier_epilogue_by_row_and_column(rng):
+    """Channel multiplier 2; an epilogue operand broadcast along the columns only (stored by
+    (oh, ow), not flat)."""
+    row = rng.standard_normal((4, 1)).astype(np.float32)
+    _check(rng, (1, 3, 7, 50), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, mult=2,
+           after=[("Add", {"row": row}), ("Relu", {})])
+
+
+def test_depthwise_stride2_nan_inf_threads_epilogue(rng):
+    """Non-finite values at both row ends (the shifted edge loads), inside, and in a column
+    only the last window reads (padded), 2 threads, batch 2, BatchNorm shift + Clip."""
+    x = rng.standard_normal((2, 4, 9, 52)).astype(np.float32)
+    x[0, 0, 3, 0], x[0, 1, 4, 51], x[1, 2, 0, 9], x[1, 3, 8, 16] = np.nan, np.inf, -np.inf, np.nan
+    x[0, 2, :, 51] = np.nan        # read by the last window only when padded
+    shift = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    after = [("Add", {"shift": shift}),
+             ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})]
+    for pad in (0, 1):
+        attrs = {"pads": [pad] * 4, "strides": [2, 2]}
+        single = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, x=x, after=after)
+        threaded = _check(np.random.default_rng(1), x.shape, (3, 3), attrs, x=x, after=after,
+                          threads=2)
+        np.testing.assert_array_equal(single, threaded)
+    assert np.isnan(single[0, 0, 1:3, 0]).all() and np.isfinite(single[0, 0, 3:, :]).all()
+    assert np.isnan(single[0, 2, :, 25]).all() and np.isfinite(single[0, 2, :, :25]).all()

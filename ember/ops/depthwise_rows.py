@@ -65,13 +65,15 @@ def emit_depthwise_rows(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
 
 
 def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWriter], None],
-                    prefetch: bool = False) -> None:
+                    prefetch: bool = False,
+                    channel: Callable[[CWriter], None] | None = None) -> None:
     """For each plane and output channel, blocks of output rows: `row(w)` writes the C that
     computes output row oh0 + r into `o` (pw.out_w floats; it may write up to LANES - 1 more,
     which the next row or the slack after the block takes) from its kernel rows `r0`, `r1`,
     ... (input rows, or `zero`: pw.in_w zeros), with the weights w0, w1, ... and `bias`
     splat; then the block goes out through ctx.store. `prefetch`: each row fetches the input
-    rows two output rows ahead will first read."""
+    rows two output rows ahead will first read. `channel(w)` writes declarations per output
+    channel (after its weights)."""
     w, win = ctx.w, pw.win
     height, width, out_w = pw.in_h, pw.in_w, pw.out_w
     kh, dh, sh, pt = win.kernel[0], win.dilations[0], win.strides[0], win.pads_begin[0]
@@ -90,6 +92,8 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
         w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")
         with depthwise_channels(ctx, g.in_channels, mult, kh * win.kernel[1]):
             w.line(f"const {VEC} bias = {splat(f'{ctx.ins[2]}[co]' if g.has_bias else '0.0f')};")
+            if channel is not None:
+                channel(w)
             with w.block(f"for (int64_t oh0 = 0; oh0 < {pw.out_h}; oh0 += {block})"):
                 w.line(f"const int64_t nrows = {pw.out_h} - oh0 < {block} ? "
                        f"{pw.out_h} - oh0 : {block};")

@@ -1,19 +1,23 @@
 """Depthwise Conv with column stride 2 straight from the input rows (MobileNetV2's
 downsampling 3x3s): no padded, phase-split copy of the plane.
 
-Output vector ow0 .. ow0 + LANES of a row takes, for tap (a, b), input columns 2*ow + e of
-kernel row a, e = b*dw - pl: the even (e even) or odd lanes of the two vectors loaded at
-columns 2*ow0 + e' and 2*ow0 + e' + LANES, e' = e rounded down to even. Taps whose e differ
-by one share their pair of loads. The de-interleave is one in-register shuffle per tap; it
-keeps 128-bit halves apart (lanes 0 2 8 10 | 4 6 12 14: a single shufps on AVX, uzp on
-NEON, where a true 8-lane de-interleave crosses the AVX halves), so every tap's vector holds
-outputs 0 1 4 5 2 3 6 7, and one swap of the middle pairs on the sum restores the order.
+Output vector ow .. ow + LANES of a row takes, for tap (a, b), input columns 2*ow + e of
+kernel row a, e = b*dw - pl: the even (e even) or odd lanes of the pair of vectors loaded at
+columns 2*ow + e' and 2*ow + e' + LANES, e' = e rounded down to even. Two taps with e = e'
+and e' + 1 (3x3: e = 0, 1) share a pair and need no shuffle: each vector of the pair is
+multiplied by their two weights alternating ([w_e', w_e'+1, w_e', ...]) into interleaved
+sums, whose even and odd lanes are added once per output vector, after all kernel rows. A
+tap alone in its pair (3x3: e = -1) takes its lanes by one in-register shuffle. Both
+shuffles keep 128-bit halves apart (lanes 0 2 8 10 | 4 6 12 14: one shufps on AVX, uzp on
+NEON; a true 8-lane de-interleave crosses the AVX halves), so every vector holds outputs
+0 1 4 5 2 3 6 7, and one swap of the middle pairs on the sum restores the order.
 
 Loads that leave the row happen only in the first and last vectors of a row (their columns
 are known when generating): they load the row's first or last whole vector and shift it,
 filling with zeros, as zero padding would (a NaN or Inf beside the row never enters). Rows
-above and below the image read a zeroed row. The frame (row pointers, output blocks in L1,
-the store through ctx.store for a fused epilogue) is depthwise_rows.emit_row_kernel.
+above and below the image read a zeroed row. The frame (row pointers, prefetch, output
+blocks in L1, the store through ctx.store for a fused epilogue) is
+depthwise_rows.emit_row_kernel.
 """
 from __future__ import annotations
 
@@ -71,49 +75,76 @@ def _vectors(pw: PlaneWindow) -> tuple[int, int, int]:
 
 
 def emit_depthwise_stride2(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
-    kh, width = pw.win.kernel[0], pw.in_w
-    shifts = _shifts(pw)
+    width, shifts, kw = pw.in_w, _shifts(pw), pw.win.kernel[1]
     pairs = _pairs(shifts)
     vectors, lo, hi = _vectors(pw)
+    # per pair of loads, the kernel columns b reading it: (even e, odd e) when both are taps
+    members = [[b for b, e in enumerate(shifts) if e - e % 2 == p] for p in pairs]
+    both = [len(m) == 2 for m in members]
+
+    def channel(w: CWriter) -> None:
+        for a in range(pw.win.kernel[0]):
+            for k, m in enumerate(members):
+                if both[k]:
+                    t0, t1 = (a * kw + b for b in sorted(m, key=lambda b: shifts[b] % 2))
+                    w.line(f"const {VEC} p{a}_{k} = {{"
+                           + ", ".join([f"wp[{t0}], wp[{t1}]"] * (LANES // 2)) + "};")
+
+    def vector(w: CWriter, ow0: int | None) -> None:
+        _emit_vector(w, pw.win.kernel[0], kw, shifts, pairs, both, ow0, width)
 
     def row(w: CWriter) -> None:
         for v in range(min(lo, vectors)):
             with w.block(""):
-                _emit_vector(w, kh, shifts, pairs, v * LANES, width)
+                vector(w, v * LANES)
         if hi > lo:
             with w.block(f"for (int64_t ow = {lo * LANES}; ow < {hi * LANES}; ow += {LANES})"):
-                _emit_vector(w, kh, shifts, pairs, None, width)
+                vector(w, None)
         for v in range(max(lo, hi), vectors):
             with w.block(""):
-                _emit_vector(w, kh, shifts, pairs, v * LANES, width)
+                vector(w, v * LANES)
 
-    emit_row_kernel(ctx, g, pw, row, prefetch=True)
+    emit_row_kernel(ctx, g, pw, row, prefetch=True, channel=channel if any(both) else None)
 
 
-def _emit_vector(w: CWriter, kh: int, shifts: list[int], pairs: list[int], ow0: int | None,
-                 width: int) -> None:
+def _emit_vector(w: CWriter, kh: int, kw: int, shifts: list[int], pairs: list[int],
+                 both: list[bool], ow0: int | None, width: int) -> None:
     """o[ow .. ow + LANES) from every tap: `ow0` a vector at the row's edge (its loads
-    checked against the row), None the loop's `ow` (every load inside)."""
-    w.line(f"{VEC} s0 = bias, s1 = {splat('0.0f')};")
+    checked against the row), None the loop's `ow` (every load inside). s0, s1: the sums of
+    taps alone in their pair; i0, i1: the interleaved sums of paired taps (outputs
+    ow .. ow + 3 and ow + 4 .. ow + 7)."""
+    zero = splat("0.0f")
+    w.line(f"{VEC} s0 = bias, s1 = {zero};")
+    if any(both):
+        w.line(f"{VEC} i0 = {zero}, i1 = {zero};")
     if ow0 is not None:
-        w.line(f"const {VEC} z = {splat('0.0f')};")
+        w.line(f"const {VEC} z = {zero};")
+    single = 0
     for a in range(kh):
-        for k, e in enumerate(pairs):
+        for k, p in enumerate(pairs):
             for half in (0, 1):
                 w.line(f"const {VEC} l{a}_{k}_{half} = "
-                       f"{_load(f'r{a}', e + half * LANES, ow0, width)};")
-    t = 0
-    for a in range(kh):
-        for e in shifts:
-            k, lanes = pairs.index(e - e % 2), _ODD if e % 2 else _EVEN
-            x = (f"__builtin_shufflevector(l{a}_{k}_0, l{a}_{k}_1, "
-                 + ", ".join(map(str, lanes)) + ")")
-            w.line(f"s{t % 2} += w{t} * {x};")
-            t += 1
+                       f"{_load(f'r{a}', p + half * LANES, ow0, width)};")
+            if both[k]:
+                w.line(f"i0 += p{a}_{k} * l{a}_{k}_0;")
+                w.line(f"i1 += p{a}_{k} * l{a}_{k}_1;")
+                continue
+            b = next(b for b, e in enumerate(shifts) if e - e % 2 == p)
+            w.line(f"s{single % 2} += w{a * kw + b} * {_deinterleave(f'l{a}_{k}', shifts[b] % 2)};")
+            single += 1
+    total = "s0 + s1"
+    if any(both):
+        total += f" + {_deinterleave('i', 0, '')} + {_deinterleave('i', 1, '')}"
     at = "ow" if ow0 is None else str(ow0)
-    w.line(f"const {VEC} swapped = s0 + s1;")
+    w.line(f"const {VEC} swapped = {total};")
     w.line(f"*({VEC} *)(o + {at}) = __builtin_shufflevector(swapped, swapped, "
            + ", ".join(map(str, _UNSWAP)) + ");")
+
+
+def _deinterleave(pair: str, odd: int, sep: str = "_") -> str:
+    """The even or odd lanes of the vectors {pair}{sep}0 and {pair}{sep}1, in the order above."""
+    return (f"__builtin_shufflevector({pair}{sep}0, {pair}{sep}1, "
+            + ", ".join(map(str, _ODD if odd else _EVEN)) + ")")
 
 
 def _load(row: str, offset: int, ow0: int | None, width: int) -> str:

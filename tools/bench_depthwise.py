@@ -11,7 +11,6 @@ ratios.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -76,11 +75,7 @@ def _ember_call(compiled, feeds: dict):
     """A call of the compiled model into preallocated outputs (what run() does, minus the
     allocation, whose page faults would dominate single-layer timings)."""
     ins = [np.ascontiguousarray(feeds[i.name]) for i in compiled.inputs]
-    outs = [np.empty(o.shape, o.dtype) for o in compiled.outputs]
-    in_ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
-    out_ptrs = (ctypes.c_void_p * len(outs))(*[a.ctypes.data for a in outs])
-    lib, weights, arena = compiled._lib, compiled._weights_ptr, compiled._arena.ctypes.data
-    return lambda keep=(ins, outs): lib.ember_run_with(weights, in_ptrs, out_ptrs, arena)
+    return compiled.bound_call(ins, [np.empty(o.shape, o.dtype) for o in compiled.outputs])
 
 
 def _ort_call(sess, feeds: dict):

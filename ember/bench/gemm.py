@@ -135,14 +135,9 @@ def _ember_matmul(m: int, n: int, k: int, constant: str | None):
     model = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     a, b = arrays["a"], arrays["b"]
     y = np.empty((m, n), np.float32)
-    ins = (ctypes.c_void_p * 2)(*(v.ctypes.data for v in feeds.values()))
-    outs = (ctypes.c_void_p * 1)(y.ctypes.data)
     check = model.run(feeds)["y"]
     err = float(np.max(np.abs(check - a.astype(np.float64) @ b))) if check.size else 0.0
-
-    def run_ember() -> None:       # holds `model`: its arena and library must outlive the calls
-        model._lib.ember_run_with(model._weights_ptr, ins, outs, model._arena.ctypes.data)
-
+    run_ember = model.bound_call([feeds[i.name] for i in model.inputs], [y])
     return run_ember, (lambda: np.matmul(a, b, out=y)), err
 
 

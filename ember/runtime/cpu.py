@@ -8,7 +8,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,33 +69,57 @@ class CompiledModel:
         self._weights = weights           # kept alive: the library holds a pointer into it
         self._lib = ctypes.CDLL(str(self.library_path))
         # Passing the weights on each call (not ember_init's global) keeps two models that
-        # share one cached library independent.
-        self._lib.ember_run_with.restype = ctypes.c_int
-        self._lib.ember_run_with.argtypes = [ctypes.c_void_p] * 4
-        self._weights_ptr = weights.ctypes.data if weights.size else None
+        # share one cached library independent. No argtypes: every argument is passed as a
+        # ctypes object already, and ctypes' per-argument conversion is a third of the call.
+        self._run_with = self._lib.ember_run_with
+        self._run_with.restype = ctypes.c_int
+        self._weights_ptr = ctypes.c_void_p(weights.ctypes.data if weights.size else None)
         self._arena = _aligned_empty(self.arena_bytes)
-        self._arena_ptr = self._arena.ctypes.data
+        self._arena_ptr = ctypes.c_void_p(self._arena.ctypes.data)
         # One arena per model: calls from several Python threads take turns.
         self._lock = threading.Lock()
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
+        self._output_specs = [(o.shape, o.dtype) for o in self.outputs]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        # The per-call path is lean on purpose: small models run in tens of microseconds.
-        if len(feeds) != len(self.inputs) or not all(i.name in feeds for i in self.inputs):
+        # The per-call path is lean on purpose: small models run in tens of microseconds
+        # (an MLP's ~80), and each microsecond here is one more of the latency.
+        if len(feeds) != len(self.inputs):
             self._report_feed_names(feeds)
-        arrays = [self._check(info, feeds[info.name]) for info in self.inputs]
-        outs = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
+        try:
+            arrays = [self._check(info, feeds[info.name]) for info in self.inputs]
+        except KeyError:
+            self._report_feed_names(feeds)
+            raise
+        outs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
         with self._lock:
             for k, a in enumerate(arrays):
                 self._in_ptrs[k] = _address(a)
             for k, a in enumerate(outs):
                 self._out_ptrs[k] = _address(a)
-            rc = self._lib.ember_run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
-                                          self._arena_ptr)
+            rc = self._run_with(self._weights_ptr, self._in_ptrs, self._out_ptrs,
+                                self._arena_ptr)
         if rc != 0:
             raise RuntimeError(f"ember_run_with returned {rc}")
         return {o.name: a for o, a in zip(self.outputs, outs)}
+
+    def bound_call(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> Callable[[], None]:
+        """A call of the model on `inputs` into `outputs` (C-contiguous arrays of the model's
+        types, in order), bound once: what run() does without its checks and allocations (whose
+        page faults would dominate a one-layer timing). For benchmarks; not thread-safe."""
+        arrays = [self._check(info, a) for info, a in zip(self.inputs, inputs)]
+        for info, a in zip(self.outputs, outputs):
+            if a.dtype != info.dtype or a.shape != info.shape or not a.flags.c_contiguous:
+                raise RunError(f"output {info.name!r} needs a C-contiguous {info.dtype} array "
+                               f"of shape {list(info.shape)}")
+        in_ptrs = (ctypes.c_void_p * max(len(arrays), 1))(*map(_address, arrays))
+        out_ptrs = (ctypes.c_void_p * max(len(outputs), 1))(*map(_address, outputs))
+
+        def call(keep=(arrays, outputs)) -> None:     # keep: the arrays outlive the callable
+            if self._run_with(self._weights_ptr, in_ptrs, out_ptrs, self._arena_ptr) != 0:
+                raise RuntimeError("ember_run_with failed")
+        return call
 
     def __call__(self, *args: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
         if len(args) != len(self.inputs):

@@ -70,3 +70,18 @@ def test_read_only_and_strided_inputs_are_accepted():
     strided = np.arange(12, dtype=np.float32).reshape(2, 6)[:, ::2] - 2
     for feed in (read_only, strided):
         np.testing.assert_array_equal(model.run({"x": feed})["y"], np.maximum(feed, 0))
+
+
+def test_bound_call_writes_the_given_outputs():
+    """bound_call (the benchmarks' call without per-call checks) reads and writes the arrays
+    it was given, every time it is called, and refuses an output of the wrong type."""
+    model, w = _affine_model()
+    m = ember.compile(model)
+    x, y = np.ones((2, 3), np.float32), np.empty((2, 4), np.float32)
+    call = m.bound_call([x], [y])
+    for k in range(3):
+        x[:] = k
+        call()
+        np.testing.assert_allclose(y, x @ w, rtol=1e-6)
+    with pytest.raises(ember.EmberError, match="C-contiguous float32"):
+        m.bound_call([x], [np.empty((2, 4), np.float64)])

@@ -198,19 +198,6 @@ def depthwise_flat_pays(out_h: int, out_w: int, pitch: int) -> bool:
     return out_h * out_w <= _FLAT_MAX_OUTPUTS and pitch > out_w * 1.1
 
 
-#: output columns from which a column-stride-2 depthwise conv reads its input rows in place
-#: (ops/depthwise_stride2.py): MobileNetV2's 112 -> 56 and 56 -> 28 maps
-_STRIDE2_IN_PLACE_MIN_WIDTH = 24
-
-
-def depthwise_stride2_in_place(out_w: int) -> bool:
-    """Whether a column-stride-2 depthwise conv de-interleaves its input rows in registers
-    rather than copying each plane into stride phases first: on wide maps, where the copy
-    (the whole plane through memory again) outweighs three shuffles per tap row. On narrow
-    ones each row is one or two vectors, all at the row's edges, and the flat tap loop over
-    the small copy wins (28 -> 14: 74 us copied, 87 in place)."""
-    return out_w >= _STRIDE2_IN_PLACE_MIN_WIDTH
-
 
 #: Winograd F(4x4, 3x3): outputs per tile side, transformed tile side, GEMM panel width (tiles;
 #: the float32 GEMM's nr, two 8-float vectors). ops/conv_winograd.py builds on these.

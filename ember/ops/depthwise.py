@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ember.lower.schedule import depthwise_flat_pays, depthwise_stride2_in_place
+from ember.lower.schedule import depthwise_flat_pays
 from ember.ops.depthwise_flat import emit_depthwise_flat, flat_applies
 from ember.ops.depthwise_rows import emit_depthwise_rows, rows_applies
 from ember.ops.depthwise_stride2 import emit_depthwise_stride2, stride2_applies
@@ -50,7 +50,7 @@ def emit_depthwise(ctx, g: ConvGeometry) -> None:
     if rows_applies(pw, ctx.schedule.vector_bytes):
         emit_depthwise_rows(ctx, g, pw)
         return
-    if stride2_applies(pw, ctx.schedule.vector_bytes) and depthwise_stride2_in_place(pw.out_w):
+    if stride2_applies(pw, ctx.schedule.vector_bytes):
         emit_depthwise_stride2(ctx, g, pw)
         return
     taps = len(pw.taps())

@@ -65,31 +65,44 @@ def emit_depthwise_rows(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
 
 
 def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWriter], None],
-                    prefetch: bool = False,
-                    channel: Callable[[CWriter], None] | None = None) -> None:
+                    prefetch: bool = False, channel: Callable[[CWriter], None] | None = None,
+                    margins: bool = False) -> None:
     """For each plane and output channel, blocks of output rows: `row(w)` writes the C that
     computes output row oh0 + r into `o` (pw.out_w floats; it may write up to LANES - 1 more,
     which the next row or the slack after the block takes) from its kernel rows `r0`, `r1`,
     ... (input rows, or `zero`: pw.in_w zeros), with the weights w0, w1, ... and `bias`
     splat; then the block goes out through ctx.store. `prefetch`: each row fetches the input
     rows two output rows ahead will first read. `channel(w)` writes declarations per output
-    channel (after its weights)."""
+    channel (after its weights). `margins`: `row` may read LANES floats before and after a
+    row (and mask them off): the zero row gets zero margins, and the first and last rows of
+    the whole input, which have no memory of the input beside them, are read from copies
+    with margins."""
     w, win = ctx.w, pw.win
     height, width, out_w = pw.in_h, pw.in_w, pw.out_w
     kh, dh, sh, pt = win.kernel[0], win.dilations[0], win.strides[0], win.pads_begin[0]
     planes, mult = g.batch * g.in_channels, g.out_channels // g.groups
     out_plane, block = pw.out_h * out_w, max(1, min(pw.out_h, _ACC_FLOATS // out_w))
-    per_thread = _round(width) + _round(block * out_w + LANES)
+    line = _round(width + 2 * LANES) if margins else _round(width)
+    rows = 3 if margins else 1          # zero row; the input's first and last rows
+    per_thread = rows * line + _round(block * out_w + LANES)
     emit_vector_types(w)
     parallel = parallel_for(w, ctx.schedule.threads, planes, thread_id=True)
     scratch = ctx.request_scratch((ctx.schedule.threads if parallel else 1) * per_thread * 4)
     merged = (g.batch, g.out_channels, out_plane)
+    pad = LANES if margins else 0
     with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
         mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
-        w.line(f"float *restrict zero = (float *){scratch}{mine};")
-        w.line(f"float *restrict acc = zero + {_round(width)};")
-        w.line(f"memset(zero, 0, sizeof(float)*{width});")
+        w.line(f"float *restrict zero = (float *){scratch}{mine} + {pad};")
+        w.line(f"float *restrict acc = zero + {rows * line - pad};")
+        w.line(f"memset(zero - {pad}, 0, sizeof(float)*{width + 2 * pad});")
         w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")
+        if margins:
+            for k, (name, plane, ih) in enumerate((("first", 0, 0),
+                                                    ("last", planes - 1, height - 1))):
+                w.line(f"float *restrict {name} = zero + {(k + 1) * line};")
+                with w.block(f"if (nc == {plane})"):
+                    w.line(f"memset({name} - {pad}, 0, sizeof(float)*{width + 2 * pad});")
+                    w.line(f"memcpy({name}, xp + {ih * width}, sizeof(float)*{width});")
         with depthwise_channels(ctx, g.in_channels, mult, kh * win.kernel[1]):
             w.line(f"const {VEC} bias = {splat(f'{ctx.ins[2]}[co]' if g.has_bias else '0.0f')};")
             if channel is not None:
@@ -101,8 +114,12 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
                     top = f"(oh0 + r) * {sh}" if sh > 1 else "oh0 + r"
                     for a in range(kh):
                         ih = f"{top} + {a * dh - pt}" if a * dh != pt else top
+                        at = f"xp + ({ih}) * {width}"
+                        if margins:
+                            at = (f"nc == 0 && {ih} == 0 ? first : nc == {planes - 1} && "
+                                  f"{ih} == {height - 1} ? last : {at}")
                         w.line(f"const float *r{a} = ({ih} >= 0 && {ih} < {height}) ? "
-                               f"xp + ({ih}) * {width} : zero;")
+                               f"({at}) : zero;")
                     w.line(f"float *restrict o = acc + r * {out_w};")
                     if prefetch:
                         _emit_prefetch(w, pw, top)

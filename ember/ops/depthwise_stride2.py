@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ember.lower.schedule import SCALAR_BYTES
 from ember.ops.depthwise_rows import emit_row_kernel
-from ember.ops.window_plane import LANES, VEC, PlaneWindow, splat
+from ember.ops.window_plane import LANES, MASK, VEC, PlaneWindow, splat
 from ember.render.cwriter import CWriter
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ def emit_depthwise_stride2(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
             with w.block(""):
                 vector(w, v * LANES)
 
-    emit_row_kernel(ctx, g, pw, row, prefetch=True, channel=channel if any(both) else None)
+    emit_row_kernel(ctx, g, pw, row, prefetch=True, channel=channel if any(both) else None,
+                    margins=True)
 
 
 def _emit_vector(w: CWriter, kh: int, kw: int, shifts: list[int], pairs: list[int],
@@ -117,14 +118,15 @@ def _emit_vector(w: CWriter, kh: int, kw: int, shifts: list[int], pairs: list[in
     w.line(f"{VEC} s0 = bias, s1 = {zero};")
     if any(both):
         w.line(f"{VEC} i0 = {zero}, i1 = {zero};")
-    if ow0 is not None:
+    loads = {(a, k, half): _load(f"r{a}", p + half * LANES, ow0, width)
+             for a in range(kh) for k, p in enumerate(pairs) for half in (0, 1)}
+    if "z" in loads.values():
         w.line(f"const {VEC} z = {zero};")
     single = 0
     for a in range(kh):
         for k, p in enumerate(pairs):
             for half in (0, 1):
-                w.line(f"const {VEC} l{a}_{k}_{half} = "
-                       f"{_load(f'r{a}', p + half * LANES, ow0, width)};")
+                w.line(f"const {VEC} l{a}_{k}_{half} = {loads[a, k, half]};")
             if both[k]:
                 w.line(f"i0 += p{a}_{k} * l{a}_{k}_0;")
                 w.line(f"i1 += p{a}_{k} * l{a}_{k}_1;")
@@ -149,7 +151,7 @@ def _deinterleave(pair: str, odd: int, sep: str = "_") -> str:
 
 def _load(row: str, offset: int, ow0: int | None, width: int) -> str:
     """The vector of `row` at column 2*ow + offset; at an edge (`ow0` known) the lanes
-    outside the row are zeros (from a vector inside it, shifted)."""
+    outside the row are masked to zeros (they read a neighbouring row or a margin)."""
     if ow0 is None:
         at = "2 * ow" + (f" + {offset}" if offset > 0 else f" - {-offset}" if offset else "")
         return f"*(const {VEC} *)({row} + {at})"
@@ -158,8 +160,6 @@ def _load(row: str, offset: int, ow0: int | None, width: int) -> str:
         return f"*(const {VEC} *)({row} + {c})"
     if c <= -LANES or c >= width:
         return "z"
-    base = 0 if c < 0 else width - LANES
-    # lane i is column c + i: lane c + i - base of the vector at base, a zero outside the row
-    lanes = [LANES + c + i - base if 0 <= c + i < width else 0 for i in range(LANES)]
-    return (f"__builtin_shufflevector(z, *(const {VEC} *)({row} + {base}), "
-            + ", ".join(map(str, lanes)) + ")")
+    mask = ", ".join("-1" if 0 <= c + i < width else "0" for i in range(LANES))
+    at = f"{row} + {c}" if c >= 0 else f"{row} - {-c}"
+    return f"({VEC})(({MASK})*(const {VEC} *)({at}) & ({MASK}){{{mask}}})"

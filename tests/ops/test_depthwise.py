@@ -234,6 +234,8 @@ def test_depthwise_flat_sweep(rng):
 
 
 SPLIT_MARK = "__builtin_shufflevector"      # the stride-2 copy splits columns by shuffles
+# (these shapes now take the in-place kernel, depthwise_stride2.py, which shuffles too; the
+# copy's split stays for the pools and the shapes test_depthwise_stride2_other_shapes_copy has)
 
 SPLIT_CASES = [     # column stride 2 on rows wide enough for whole 4-float shuffle steps
     ((1, 3, 9, 17), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # odd width
@@ -333,7 +335,13 @@ def test_depthwise_rows_nan_inf_threads_epilogue(rng):
 
 STRIDE2_MARK = "swapped"      # only the in-place stride-2 kernel (ember/ops/depthwise_stride2.py)
 
-STRIDE2_CASES = [   # column stride 2, output rows of 24+ columns: read in place, no copy
+STRIDE2_CASES = [   # column stride 2 on rows of a vector at least: read in place, no copy
+    ((1, 3, 8, 8), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),          # one vector
+    ((2, 3, 9, 9), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ((1, 3, 10, 10), (3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2]}),
+    ((1, 4, 14, 14), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # MobileNetV2's
+    ((1, 2, 28, 28), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ((1, 2, 6, 17), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),         # 9: ragged
     ((1, 3, 5, 48), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # whole vectors
     ((2, 2, 7, 52), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # 26: ragged
     ((1, 2, 6, 49), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),        # odd sizes
@@ -366,7 +374,7 @@ def test_depthwise_stride2(x_shape, kernel, attrs, rng):
 
 
 @pytest.mark.parametrize("x_shape,kernel,attrs", [
-    ((1, 2, 5, 46), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),    # 23 columns: copied
+    ((1, 2, 9, 7), (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),     # under a vector
     ((1, 2, 4, 20), (3, 3), {"pads": [1, 1, 1, 40], "strides": [2, 2]}),   # edges only
     ((1, 2, 5, 60), (3, 3), {"pads": [1, 9, 1, 1], "strides": [2, 2]}),    # shift -9
 ])

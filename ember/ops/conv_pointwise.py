@@ -7,8 +7,10 @@ short to hide the micro-tile's load and store. Here the positions go in strips o
 (K x S input floats in L1); per strip every output channel's sums are computed in register
 blocks of CO channels x NV vectors of 8 positions, reading the input rows in place (per input
 channel NV vectors and CO broadcast weights feed CO x NV multiply-adds; weights packed at
-compile time as [channel block][input channel][CO]). A strip's sums land in `acc` (L1) and go
-out through ctx.store with the bias, so a fused epilogue runs in its own vectorizable loop.
+compile time as [channel block][input channel][CO]). Each block's sums land in `acc` (L1) and go
+out at once through ctx.store with the bias, so a fused epilogue runs in its own vectorizable
+loop and the output's stores overlap the next block's multiply-adds (32 -> 16 at 112x112:
+1.08x quicker than a store pass per strip).
 The last strip, when the positions are not a whole number of strips, is copied into a
 zero-filled scratch strip first: no load reads past an input row. Each load also prefetches
 the next strip's line of its row.
@@ -89,13 +91,14 @@ def emit_conv_pointwise(ctx, g: ConvGeometry) -> None:
         with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
             w.line(f"const float *restrict wb = {wk} + cb * {CO * k};")
             w.line(f"float *restrict ab = acc + cb * {CO * s};")
-            _emit_positions(w, CO, k, s)
+            w.line(f"const int64_t c0 = cb * {CO};")
+            _emit_positions(ctx, g, CO, k, s)
         if tail_co:
             with w.block(""):
                 w.line(f"const float *restrict wb = {wk} + {blocks * CO * k};")
                 w.line(f"float *restrict ab = acc + {blocks * CO * s};")
-                _emit_positions(w, tail_co, k, s)
-        _emit_store(ctx, g, s, hw)
+                w.line(f"const int64_t c0 = {blocks * CO};")
+                _emit_positions(ctx, g, tail_co, k, s)
 
 
 def _emit_tail_copy(w, k: int, m: int, hw: int, s: int) -> None:
@@ -110,8 +113,10 @@ def _emit_tail_copy(w, k: int, m: int, hw: int, s: int) -> None:
     w.line(f"pitch = {s};")
 
 
-def _emit_positions(w, co: int, k: int, s: int) -> None:
-    """co channels x the strip's positions, in blocks of NV vectors."""
+def _emit_positions(ctx, g: ConvGeometry, co: int, k: int, s: int) -> None:
+    """co channels from c0 x the strip's positions, in blocks of NV vectors, each stored as
+    soon as it is summed."""
+    w = ctx.w
     with w.block(f"for (int64_t q = 0; q < {s}; q += {NV * LANES})"):
         sums = [[f"s{i}_{v}" for v in range(NV)] for i in range(co)]
         zero = splat("0.0f")
@@ -130,19 +135,25 @@ def _emit_positions(w, co: int, k: int, s: int) -> None:
         for i in range(co):
             w.line(" ".join(f"*({VEC} *)(ab + {i * s} + q + {v * LANES}) = {sums[i][v]};"
                             for v in range(NV)))
+        _emit_store(ctx, g, co, s, math.prod(g.out_sp))
 
 
-def _emit_store(ctx, g: ConvGeometry, s: int, hw: int) -> None:
-    """The strip's positions of every output channel, from acc, plus the bias, through the
-    epilogue (indexed by position where every epilogue input allows, else by (oh, ow))."""
+def _emit_store(ctx, g: ConvGeometry, co: int, s: int, hw: int) -> None:
+    """The block just summed (co channels from c0, NV vectors of positions from q), from acc,
+    plus the bias, through the epilogue (indexed by position where every epilogue input
+    allows, else by (oh, ow))."""
     w = ctx.w
     m = g.out_channels
-    bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
+    bias = f" + {ctx.ins[2]}[c0 + i]" if g.has_bias else ""
     merged = (g.batch, m, hw)
-    at = f"(n * {m} + co) * {hw} + p0 + p"
-    with w.block(f"for (int64_t co = 0; co < {m}; ++co)"):
-        with w.block(f"for (int64_t p = 0; p < ({hw} - p0 < {s} ? {hw} - p0 : {s}); ++p)"):
-            value = f"acc[co * {s} + p]{bias}"
+    at = f"(n * {m} + c0 + i) * {hw} + p0 + p"
+    end = f"q + {NV * LANES}"
+    if hw % s:                     # a last, partial strip
+        end = f"({hw} - p0 < {end} ? {hw} - p0 : {end})"
+    with w.block(f"for (int64_t i = 0; i < {co}; ++i)"):
+        w.line("const int64_t co = c0 + i;")
+        with w.block(f"for (int64_t p = q; p < {end}; ++p)"):
+            value = f"ab[i * {s} + p]{bias}"
             if ctx.can_merge(merged):
                 w.line("const int64_t pos = p0 + p;")
                 ctx.store(["n", "co", "pos"], at, value, shape=merged)

@@ -320,6 +320,7 @@ def test_depthwise_rows_nan_inf_threads_epilogue(rng):
     MobileNet's BatchNorm shift + Clip epilogue."""
     x = rng.standard_normal((2, 4, 7, 24)).astype(np.float32)
     x[0, 0, 3, 0], x[0, 1, 4, 23], x[1, 2, 0, 9], x[1, 3, 6, 15] = np.nan, np.inf, -np.inf, np.nan
+    x[0, 0, 0, 0], x[1, 3, 6, 23] = -np.inf, np.inf   # the input's first and last (copied) rows
     shift = rng.standard_normal((4, 1, 1)).astype(np.float32)
     after = [("Add", {"shift": shift}),
              ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})]
@@ -400,6 +401,7 @@ def test_depthwise_stride2_nan_inf_threads_epilogue(rng):
     only the last window reads (padded), 2 threads, batch 2, BatchNorm shift + Clip."""
     x = rng.standard_normal((2, 4, 9, 52)).astype(np.float32)
     x[0, 0, 3, 0], x[0, 1, 4, 51], x[1, 2, 0, 9], x[1, 3, 8, 16] = np.nan, np.inf, -np.inf, np.nan
+    x[0, 0, 0, 0], x[1, 3, 8, 51] = -np.inf, np.inf   # the input's first and last (copied) rows
     x[0, 2, :, 51] = np.nan        # read by the last window only when padded
     shift = rng.standard_normal((4, 1, 1)).astype(np.float32)
     after = [("Add", {"shift": shift}),

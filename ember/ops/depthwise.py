@@ -6,9 +6,11 @@ are unrolled with their weights and the bias held in registers, and one flat loo
 plane computes every output. Finished rows go out through ctx.store, so a fused epilogue
 (BatchNorm shift, Relu, Clip) runs in its own vectorizable loop.
 
-Two stride-1 "same"-width cases skip that copy's padding columns: narrow maps run over the
-flat plane (depthwise_flat.py), wide ones whose rows are whole vectors read the input rows
-in place (depthwise_rows.py).
+Three cases skip that copy: stride-1 "same"-width narrow maps run over the flat plane
+(depthwise_flat.py), wide ones whose rows are whole vectors read the input rows in place
+(depthwise_rows.py), and column stride 2 on rows of a vector or more reads them in place too,
+de-interleaving even and odd columns in registers (depthwise_stride2.py). The copy stays for
+other strides, narrower rows, scalar targets (`ember export`) and odd geometries.
 """
 from __future__ import annotations
 

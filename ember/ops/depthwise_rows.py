@@ -63,30 +63,29 @@ def emit_depthwise_rows(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
         with w.block(""):
             _emit_vector(w, shifts, str(width - LANES), edge=1)
 
-    emit_row_kernel(ctx, g, pw, row, margins=True)
+    emit_row_kernel(ctx, g, pw, row)
 
 
 def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWriter], None],
-                    prefetch: bool = False, channel: Callable[[CWriter], None] | None = None,
-                    margins: bool = False) -> None:
+                    prefetch: bool = False,
+                    channel: Callable[[CWriter], None] | None = None) -> None:
     """For each plane and output channel, blocks of output rows: `row(w)` writes the C that
     computes output row oh0 + r into `o` (pw.out_w floats; it may write up to LANES - 1 more,
     which the next row or the slack after the block takes) from its kernel rows `r0`, `r1`,
     ... (input rows, or `zero`: pw.in_w zeros), with the weights w0, w1, ... and `bias`
-    splat; then the block goes out through ctx.store. `prefetch`: each row fetches the input
-    rows two output rows ahead will first read. `channel(w)` writes declarations per output
-    channel (after its weights). `margins`: `row` may read LANES floats before and after a
-    row (and mask them off): the zero row gets zero margins, and the first and last rows of
-    the whole input, which have no memory of the input beside them, are read from copies
-    with margins."""
+    splat; then the block goes out through ctx.store. `row` may read LANES floats before and
+    after a row (and must mask them off): the zero row has zero margins, and the first and
+    last rows of the whole input, which have no input memory beside them, are read from
+    copies with margins. `prefetch`: each row fetches the input rows two output rows ahead
+    will first read. `channel(w)` writes declarations per output channel (after its
+    weights)."""
     w, win = ctx.w, pw.win
     height, width, out_w = pw.in_h, pw.in_w, pw.out_w
     kh, dh, sh, pt = win.kernel[0], win.dilations[0], win.strides[0], win.pads_begin[0]
     planes, mult = g.batch * g.in_channels, g.out_channels // g.groups
     out_plane, block = pw.out_h * out_w, max(1, min(pw.out_h, _ACC_FLOATS // out_w))
-    line = _round(width + 2 * LANES) if margins else _round(width)
-    rows = 3 if margins else 1          # zero row; the input's first and last rows
-    per_thread = rows * line + _round(block * out_w + LANES)
+    line = _round(width + 2 * LANES)    # a row with margins
+    per_thread = 3 * line + _round(block * out_w + LANES)
     emit_vector_types(w)
     threads = ctx.schedule.threads if ctx.schedule.threads > 1 and planes > 1 else 1
     scratch = ctx.request_scratch(threads * per_thread * 4)
@@ -94,23 +93,25 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
     # plane cost 13% of MobileNetV2's 14x14 stride-2 kernel)
     with w.block(f"for (int64_t t = 0; t < {threads}; ++t)"):
         w.line(f"memset((float *){scratch} + t * {per_thread}, 0, "
-               f"sizeof(float)*{width + 2 * (LANES if margins else 0)});")
+               f"sizeof(float)*{width + 2 * LANES});")
     parallel = parallel_for(w, ctx.schedule.threads, planes, thread_id=True)
     merged = (g.batch, g.out_channels, out_plane)
-    pad = LANES if margins else 0
     with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
         mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
-        w.line(f"const float *restrict zero = (const float *){scratch}{mine} + {pad};")
-        w.line(f"float *restrict acc = (float *){scratch}{mine} + {rows * line};")
+        w.line(f"const float *restrict zero = (const float *){scratch}{mine} + {LANES};")
+        w.line(f"float *restrict acc = (float *){scratch}{mine} + {3 * line};")
         w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")
-        if margins:
-            for k, (name, plane, ih) in enumerate((("first", 0, 0),
-                                                    ("last", planes - 1, height - 1))):
-                w.line(f"float *restrict {name} = (float *){scratch}{mine} + "
-                       f"{(k + 1) * line + pad};")
-                with w.block(f"if (nc == {plane})"):
-                    w.line(f"memset({name} - {pad}, 0, sizeof(float)*{width + 2 * pad});")
-                    w.line(f"memcpy({name}, xp + {ih * width}, sizeof(float)*{width});")
+        # the plane's first and last rows: copies with margins in the input's first / last
+        w.line(f"const float *top = xp, *bottom = xp + {(height - 1) * width};")
+        for k, (name, plane, at) in enumerate((("bottom", planes - 1, (height - 1) * width),
+                                                ("top", 0, 0))):
+            with w.block(f"if (nc == {plane})"):
+                w.line(f"float *restrict copy = (float *){scratch}{mine} + {(k + 1) * line};")
+                w.line(f"memset(copy, 0, sizeof(float)*{width + 2 * LANES});")
+                w.line(f"memcpy(copy + {LANES}, xp + {at}, sizeof(float)*{width});")
+                w.line(f"{name} = copy + {LANES};")
+        if height == 1:             # one row, both first and last
+            w.line("top = nc == 0 ? top : bottom;")
         with depthwise_channels(ctx, g.in_channels, mult, kh * win.kernel[1]):
             w.line(f"const {VEC} bias = {splat(f'{ctx.ins[2]}[co]' if g.has_bias else '0.0f')};")
             if channel is not None:
@@ -121,13 +122,14 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
                 with w.block("for (int64_t r = 0; r < nrows; ++r)"):
                     top = f"(oh0 + r) * {sh}" if sh > 1 else "oh0 + r"
                     for a in range(kh):
-                        ih = f"{top} + {a * dh - pt}" if a * dh != pt else top
-                        at = f"xp + ({ih}) * {width}"
-                        if margins:
-                            at = (f"nc == 0 && {ih} == 0 ? first : nc == {planes - 1} && "
-                                  f"{ih} == {height - 1} ? last : {at}")
-                        w.line(f"const float *r{a} = ({ih} >= 0 && {ih} < {height}) ? "
-                               f"({at}) : zero;")
+                        ih = _plus(top, a * dh - pt)
+                        pick = f"{ih} == 0 ? top : {ih} == {height - 1} ? bottom : zero"
+                        if height == 1:
+                            pick = f"{ih} == 0 ? top : zero"
+                        if height > 2:      # rows 1 .. height - 2 in place
+                            pick = (f"(uint64_t)({_plus(top, a * dh - pt - 1)}) < {height - 2}"
+                                    f" ? xp + ({ih}) * {width} : {pick}")
+                        w.line(f"const float *r{a} = {pick};")
                     w.line(f"float *restrict o = acc + r * {out_w};")
                     if prefetch:
                         _emit_prefetch(w, pw, top)
@@ -145,23 +147,23 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
                         ctx.store(["n", "co"] + sp, at, "acc[q]")
 
 
+def _plus(expr: str, const: int) -> str:
+    return f"{expr} + {const}" if const > 0 else f"{expr} - {-const}" if const else expr
+
+
 def _emit_vector(w: CWriter, shifts: list[tuple[int, int]], ow: str, edge: int) -> None:
     """o[ow .. ow + LANES) from every tap; `edge` -1 / 1: the row's first / last vector,
     whose lanes past the row's start / end are masked to zeros (they read a neighbouring row
     or a margin)."""
     w.line(f"{VEC} s0 = bias, s1 = {splat('0.0f')};")
     for t, (a, s) in enumerate(shifts):
-        x = f"*(const {VEC} *)(r{a} + {_affine(ow, s)})"
+        x = f"*(const {VEC} *)(r{a} + {_plus(ow, s)})"
         if s * edge > 0:
             outside = [i + s < 0 if edge < 0 else i + s >= LANES for i in range(LANES)]
             mask = ", ".join("0" if out else "-1" for out in outside)
             x = f"({VEC})(({MASK}){x} & ({MASK}){{{mask}}})"
         w.line(f"s{t % 2} += w{t} * {x};")
     w.line(f"*({VEC} *)(o + {ow}) = s0 + s1;")
-
-
-def _affine(var: str, const: int) -> str:
-    return f"{var} + {const}" if const > 0 else f"{var} - {-const}" if const else var
 
 
 #: output rows ahead whose new input rows a row prefetches

@@ -104,8 +104,7 @@ def emit_depthwise_stride2(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
             with w.block(""):
                 vector(w, v * LANES)
 
-    emit_row_kernel(ctx, g, pw, row, prefetch=True, channel=channel if any(both) else None,
-                    margins=True)
+    emit_row_kernel(ctx, g, pw, row, prefetch=True, channel=channel if any(both) else None)
 
 
 def _emit_vector(w: CWriter, kh: int, kw: int, shifts: list[int], pairs: list[int],

@@ -385,7 +385,11 @@ def test_depthwise_stride2_other_shapes_copy(x_shape, kernel, attrs, rng):
 
 
 def test_depthwise_stride2_1d_multiplier_no_bias(rng):
-    _check(rng, (2, 3, 70), (3,), {"pads": [1, 1], "strides": [2]}, mult=2, bias=False)
+    """One row per plane: the input's first and last elements (rows read from copies) inf."""
+    x = rng.standard_normal((2, 3, 70)).astype(np.float32)
+    x[0, 0, 0], x[1, 2, 69] = np.inf, -np.inf
+    got = _check(rng, x.shape, (3,), {"pads": [1, 1], "strides": [2]}, mult=2, bias=False, x=x)
+    assert np.isfinite(got[0, 0, 1:]).all() and np.isfinite(got[1, 5, :-1]).all()
 
 
 def test_depthwise_stride2_multiplier_epilogue_by_row_and_column(rng):

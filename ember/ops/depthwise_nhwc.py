@@ -1,0 +1,237 @@
+"""NhwcDepthwiseConv: depthwise 2-D convolution on channels-last data (an internal op).
+
+The layout pass (passes/choose_layout.py) rewrites small-map convolution regions into
+channels-last form, where every tensor is a [P, C] matrix: P = N*H*W positions (row-major
+over n, h, w), C channels contiguous. This op is ONNX Conv with group = C (channel multiplier
+1) in that form:
+
+    inputs   0: x f32[N*H*W, C]   1: w f32[KH*KW, C] (row ky*KW + kx: every channel's weight of
+             that tap)   2 (optional): bias f32[C]
+    attrs    image [N, H, W], kernel_shape [KH, KW], strides [sh, sw],
+             pads [top, left, bottom, right], dilations [dh, dw]
+    output   f32[N*OH*OW, C], OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1 (OW alike)
+
+Channels contiguous make each tap a vector of 8 channels, with no padded copy and no
+shuffle at any stride. Per output row (threads share the rows), the channels go in blocks
+of CV vectors; per block the row's columns go in register blocks of OB positions x CV
+vectors, so each tap's CV weight vectors are loaded once per OB positions. The column
+geometry is static, so each block's valid taps are known at compile time: the interior
+blocks (every tap inside the row) share one branch-free loop, and the few blocks at the row's
+ends are written out with only their valid taps; the valid rows of taps (ky) are a range
+computed once per output row. Each block's sums go to a small L1 buffer and out through
+ctx.store at once, so a fused epilogue runs in its own vectorizable loop and the output's
+stores overlap the next block's multiply-adds. Channels past the last whole vector, and every
+channel on a target without SIMD (`ember export`), take a plain scalar loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ember.graph import dtypes as dt
+from ember.graph.ir import Node, TensorType
+from ember.lower.schedule import SCALAR_BYTES
+from ember.ops.matmul import own_inputs
+from ember.ops.registry import OpDef, fail, register_op
+from ember.ops.window import emit_valid_range, int_attr, parallel_for
+from ember.ops.window_plane import LANES, VEC, emit_vector_types, splat
+
+#: register block: output positions x channel vectors (OB*CV accumulators, CV weights live)
+OB, CV = 4, 2
+
+
+@dataclass(frozen=True)
+class NhwcGeometry:
+    batch: int
+    in_h: int
+    in_w: int
+    channels: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]       # top, left, bottom, right
+    dilations: tuple[int, int]
+    has_bias: bool
+
+    @property
+    def out_h(self) -> int:
+        return self._out(0)
+
+    @property
+    def out_w(self) -> int:
+        return self._out(1)
+
+    def _out(self, d: int) -> int:
+        size = (self.in_h, self.in_w)[d] + self.pads[d] + self.pads[d + 2]
+        return (size - self.dilations[d] * (self.kernel[d] - 1) - 1) // self.strides[d] + 1
+
+    @property
+    def out_positions(self) -> int:
+        return self.batch * self.out_h * self.out_w
+
+    def valid_kx(self, ow: int) -> tuple[int, ...]:
+        """The column taps of output column `ow` that land inside the input row."""
+        at = ow * self.strides[1] - self.pads[1]
+        return tuple(kx for kx in range(self.kernel[1])
+                     if 0 <= at + kx * self.dilations[1] < self.in_w)
+
+
+def nhwc_geometry(node: Node) -> NhwcGeometry:
+    """Check the inputs and attributes; the sizes the kernel needs."""
+    own = own_inputs(node)
+    x, w = (own[k] if len(own) > k else None for k in (0, 1))
+    b = own[2] if len(own) > 2 else None
+    if x is None or w is None:
+        raise fail(node, "needs an input x and weights w")
+    for name in ("image", "kernel_shape"):
+        if node.attrs.get(name) is None:
+            raise fail(node, f"attribute {name} is required")
+    batch, in_h, in_w = int_attr(node, "image", 3, 1, 0)
+    kernel = int_attr(node, "kernel_shape", 2, 1, 1)
+    strides = int_attr(node, "strides", 2, 1, 1)
+    pads = int_attr(node, "pads", 4, 0, 0)
+    dilations = int_attr(node, "dilations", 2, 1, 1)
+    if len(x.type.shape) != 2:
+        raise fail(node, f"x must be a [N*H*W, C] matrix, got shape {list(x.type.shape)}")
+    positions, channels = x.type.shape
+    if positions != batch * in_h * in_w:
+        raise fail(node, f"x has {positions} rows, image {[batch, in_h, in_w]} needs "
+                   f"{batch * in_h * in_w}")
+    taps = kernel[0] * kernel[1]
+    if w.type.shape != (taps, channels) or w.type.dtype != x.type.dtype:
+        raise fail(node, f"weights must be {x.type.dtype}[{taps}, {channels}] "
+                   f"([KH*KW, C]), got {w.type}")
+    if b is not None and (b.type.shape != (channels,) or b.type.dtype != x.type.dtype):
+        raise fail(node, f"bias must be {x.type.dtype}[{channels}], got {b.type}")
+    g = NhwcGeometry(batch, in_h, in_w, channels, kernel, strides, pads, dilations,
+                     b is not None)
+    if g.out_h < 1 or g.out_w < 1:
+        raise fail(node, f"the kernel (extent {[(k - 1) * d + 1 for k, d in zip(kernel, dilations)]}"
+                   f") is larger than the padded image "
+                   f"({[in_h + pads[0] + pads[2], in_w + pads[1] + pads[3]]})")
+    return g
+
+
+@register_op("NhwcDepthwiseConv")
+class NhwcDepthwiseConv(OpDef):
+    dtypes = (dt.F32,)
+    accepts_epilogue = True
+
+    def infer(self, node: Node) -> list[TensorType]:
+        g = nhwc_geometry(node)
+        return [TensorType(dt.F32, (g.out_positions, g.channels))]
+
+    def flops(self, node: Node) -> int:
+        g = nhwc_geometry(node)
+        outputs = g.out_positions * g.channels
+        return 2 * outputs * math.prod(g.kernel) + (outputs if g.has_bias else 0)
+
+    def lower(self, node: Node, ctx) -> None:
+        g = nhwc_geometry(node)
+        if g.out_positions * g.channels == 0:
+            return
+        w = ctx.w
+        vector = ctx.schedule.vector_bytes > SCALAR_BYTES
+        whole = g.channels // LANES * LANES if vector else 0
+        if vector:
+            emit_vector_types(w)
+        rows = g.batch * g.out_h
+        parallel_for(w, ctx.schedule.threads, rows)
+        with w.block(f"for (int64_t nr = 0; nr < {rows}; ++nr)"):
+            w.line(f"const int64_t n = nr / {g.out_h}, oh = nr % {g.out_h};")
+            emit_valid_range(w, "ky", g.kernel[0], g.dilations[0],
+                             f"oh * {g.strides[0]} - {g.pads[0]}", g.in_h)
+            # input row of tap ky: ky_o + ky * dh; its first element: ((n*H + row) * W) * C
+            w.line(f"const int64_t xrow = (n * {g.in_h} + ky_o) * {g.in_w * g.channels};")
+            w.line(f"const int64_t prow = nr * {g.out_w};")
+            if whole:
+                w.line(f"float buf[{OB * CV * LANES}] __attribute__((aligned(64)));")
+                full = whole // (CV * LANES) * CV * LANES
+                if full:
+                    with w.block(f"for (int64_t c0 = 0; c0 < {full}; c0 += {CV * LANES})"):
+                        _emit_row(ctx, g, CV)
+                if whole > full:
+                    with w.block(""):
+                        w.line(f"const int64_t c0 = {full};")
+                        _emit_row(ctx, g, (whole - full) // LANES)
+            if whole < g.channels:
+                _emit_scalar_row(ctx, g, whole)
+
+
+def _emit_row(ctx, g: NhwcGeometry, cv: int) -> None:
+    """Channels [c0, c0 + cv*LANES) of every column of output row (n, oh): register blocks of
+    OB columns, grouped into runs of blocks with the same valid taps (a loop each)."""
+    w = ctx.w
+    starts = list(range(0, g.out_w, OB))
+    blocks = [(s, tuple(g.valid_kx(s + j) for j in range(min(OB, g.out_w - s))))
+              for s in starts]
+    k = 0
+    while k < len(blocks):
+        end = k + 1
+        while end < len(blocks) and blocks[end][1] == blocks[k][1]:
+            end += 1
+        first, taps = blocks[k]
+        if end - k > 1:
+            with w.block(f"for (int64_t ow0 = {first}; ow0 < {blocks[end - 1][0] + 1}; "
+                         f"ow0 += {OB})"):
+                _emit_block(ctx, g, cv, taps)
+        else:
+            with w.block(""):
+                w.line(f"const int64_t ow0 = {first};")
+                _emit_block(ctx, g, cv, taps)
+        k = end
+
+
+def _emit_block(ctx, g: NhwcGeometry, cv: int, taps: tuple[tuple[int, ...], ...]) -> None:
+    """len(taps) columns from ow0 x cv vectors from c0; position j takes column taps taps[j]."""
+    w = ctx.w
+    C, kw, sw, dh = g.channels, g.kernel[1], g.strides[1], g.dilations[0]
+    x, wt = ctx.ins[0], ctx.ins[1]
+    ob = len(taps)
+    sums = [[f"a{j}_{v}" for v in range(cv)] for j in range(ob)]
+    init = [f"*(const {VEC} *)({ctx.ins[2]} + c0 + {v * LANES})" if g.has_bias
+            else splat("0.0f") for v in range(cv)]
+    w.line(f"{VEC} " + ", ".join(f"{sums[j][v]} = {init[v]}" for j in range(ob)
+                                 for v in range(cv)) + ";")
+    used = sorted(set().union(*taps))
+    if used:
+        with w.block("for (int64_t ky = ky_lo; ky < ky_hi; ++ky)"):
+            # element offset of column 0 of tap row ky, channel c0, before the left pad
+            w.line(f"const float *restrict xr = {x} + (xrow + ky * {dh * g.in_w * C} "
+                   f"+ ow0 * {sw * C} + c0);")
+            w.line(f"const float *restrict wr = {wt} + (ky * {kw * C} + c0);")
+            for kx in used:
+                w.line(f"const {VEC} " + ", ".join(
+                    f"w{kx}_{v} = *(const {VEC} *)(wr + {kx * C + v * LANES})" for v in range(cv))
+                    + ";")
+                for j in range(ob):
+                    if kx not in taps[j]:
+                        continue
+                    col = (j * sw - g.pads[1] + kx * g.dilations[1]) * C
+                    w.line(" ".join(f"{sums[j][v]} += w{kx}_{v} * *(const {VEC} *)(xr + "
+                                    f"({col + v * LANES}));" for v in range(cv)))
+    for j in range(ob):
+        w.line(" ".join(f"*({VEC} *)(buf + {(j * cv + v) * LANES}) = {sums[j][v]};"
+                        for v in range(cv)))
+    with w.block(f"for (int64_t j = 0; j < {ob}; ++j)"):
+        w.line("const int64_t p = prow + ow0 + j;")
+        with w.block(f"for (int64_t cc = 0; cc < {cv * LANES}; ++cc)"):
+            w.line("const int64_t c = c0 + cc;")
+            ctx.store(["p", "c"], f"p * {C} + c", f"buf[j * {cv * LANES} + cc]")
+
+
+def _emit_scalar_row(ctx, g: NhwcGeometry, c_from: int) -> None:
+    """Channels [c_from, C) of every column of output row (n, oh), in plain C: the whole
+    kernel on a target without SIMD, the channels past the last vector on others."""
+    w = ctx.w
+    C, kw, sw, (dh, dw) = g.channels, g.kernel[1], g.strides[1], g.dilations
+    x, wt = ctx.ins[0], ctx.ins[1]
+    with w.block(f"for (int64_t ow = 0; ow < {g.out_w}; ++ow)"):
+        emit_valid_range(w, "kx", kw, dw, f"ow * {sw} - {g.pads[1]}", g.in_w)
+        w.line("const int64_t p = prow + ow;")
+        with w.block(f"for (int64_t c = {c_from}; c < {C}; ++c)"):
+            w.line(f"float acc = {ctx.ins[2] + '[c]' if g.has_bias else '0.0f'};")
+            with w.block("for (int64_t ky = ky_lo; ky < ky_hi; ++ky)"):
+                w.line(f"const int64_t xo = xrow + ky * {dh * g.in_w * C} + kx_o * {C} + c;")
+                with w.block("for (int64_t kx = kx_lo; kx < kx_hi; ++kx)"):
+                    w.line(f"acc += {wt}[(ky * {kw} + kx) * {C} + c] * {x}[xo + kx * {dw * C}];")
+            ctx.store(["p", "c"], f"p * {C} + c", "acc")

@@ -39,9 +39,9 @@ _UNSWAP = (0, 1, 4, 5, 2, 3, 6, 7)
 
 
 def stride2_applies(pw: PlaneWindow, vector_bytes: int) -> bool:
-    """Column stride 2 on rows of a vector at least (an edge load then shifts the first or
-    last whole vector), every column offset within a vector, few vectors at the edges (each
-    is written out); a target with SIMD."""
+    """Column stride 2 on rows of a vector at least, every column offset within a vector (an
+    edge load then reads at most LANES - 1 floats past the row: the frame's margins), few
+    vectors at the edges (each is written out); a target with SIMD."""
     win = pw.win
     shifts = _shifts(pw)
     if not (vector_bytes > SCALAR_BYTES and LANES == len(_EVEN) and win.strides[1] == 2

@@ -35,8 +35,10 @@ def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
     return import_onnx(proto, options.input_shapes, label), label
 
 
-def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None) -> Graph:
-    return run_pipeline(graph, options.opt_level, stop_after=stop_after, check=options.verify)
+def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None,
+             channels_last: bool = True) -> Graph:
+    return run_pipeline(graph, options.opt_level, stop_after=stop_after, check=options.verify,
+                        channels_last=channels_last)
 
 
 def compile_model(model: "str | os.PathLike | bytes | onnx.ModelProto",

@@ -81,7 +81,7 @@ def lower_for_export(model: "str | os.PathLike", options: CompileOptions | None 
     from ember.driver import import_model, optimize
     options = replace(options or CompileOptions(), threads=1)
     graph, _ = import_model(model, options)
-    graph = optimize(graph, options)
+    graph = optimize(graph, options, channels_last=False)
     apart = lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES,
                         arena_align=EMBEDDED_ARENA_ALIGN, simd_pragmas=False)
     inside = with_io_in_arena(apart)

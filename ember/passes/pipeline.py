@@ -15,6 +15,11 @@ Order, and why:
                                       before fusion, which would hide the ops between them.
   3. fold-batchnorm                   BN into Conv/ConvTranspose/Gemm/MatMul weights (else Mul+Add),
                                       before fusion, which would otherwise hide the Conv->BN pair.
+  3a. choose-layout                   small-map conv regions channels-last (1x1 convs become
+                                      MatMuls), after fold-batchnorm (the weights are final) and
+                                      before fuse-epilogues (which fuses into those MatMuls).
+                                      Host only: `ember export` keeps NCHW (a microcontroller's
+                                      RAM would hold the boundary transposes' copies).
   4. pack-weights                     constant weights into the layout their kernel reads (after
                                       fold-batchnorm, which rewrites them).
   5. fold-constants                   catch nodes the rewrites above left with constant inputs
@@ -38,6 +43,7 @@ from ember.graph.ir import Graph
 from ember.graph.verify import verify
 from ember.passes.base import Pass
 from ember.passes.cancel_transposes import CancelTransposes
+from ember.passes.choose_layout import ChooseLayout
 from ember.passes.div_to_mul import DivToMul
 from ember.passes.eliminate_common_subexpressions import EliminateCommonSubexpressions
 from ember.passes.eliminate_dead import EliminateDead
@@ -51,7 +57,7 @@ from ember.passes.fuse_qdq import FuseQdq
 from ember.passes.pack_weights import PackWeights
 
 
-def default_pipeline(opt_level: int = 3) -> list[Pass]:
+def default_pipeline(opt_level: int = 3, channels_last: bool = True) -> list[Pass]:
     if opt_level <= 0:
         return [EliminateDead()]
     if opt_level == 1:
@@ -64,6 +70,7 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
         EliminateCommonSubexpressions(),
         CancelTransposes(),
         FoldBatchNorm(),
+        *([ChooseLayout()] if channels_last else []),
         PackWeights(),
         FoldConstants(),
         EliminateDead(),
@@ -78,9 +85,10 @@ def pass_names(opt_level: int = 3) -> list[str]:
 
 
 def run_pipeline(graph: Graph, opt_level: int = 3, stop_after: str | None = None,
-                 check: bool = False) -> Graph:
-    """Run the pipeline; `stop_after` names the last pass to run; `check` verifies after each."""
-    passes = default_pipeline(opt_level)
+                 check: bool = False, channels_last: bool = True) -> Graph:
+    """Run the pipeline; `stop_after` names the last pass to run; `check` verifies after each;
+    `channels_last` runs choose-layout (host code; not `ember export`)."""
+    passes = default_pipeline(opt_level, channels_last)
     if stop_after is not None and stop_after not in {p.name for p in passes}:
         raise EmberError(f"unknown pass {stop_after!r}; passes: {', '.join(p.name for p in passes)}")
     for p in passes:

@@ -229,3 +229,8 @@ def test_infer_and_flops():
 def test_bad_attributes(kwargs, message):
     with pytest.raises(ShapeError, match=message):
         get_op("NhwcDepthwiseConv").infer(_node(**kwargs))
+
+
+def test_empty_batch(rng):
+    """N = 0: no rows in, none out."""
+    _check(rng, (0, 16, 4, 5), (3, 3), P1)

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
-# e.g. make bench BENCH_ARGS="--models mlp,resnet8 --threads 1 --runs 10"
+# e.g. make bench BENCH_ARGS="--models mlp,resnet8 --threads 1 --runs 10 --min-seconds 0"
 BENCH_ARGS ?=
 JOBS   ?= auto
 
@@ -17,7 +17,7 @@ help:
 	@echo "make test-mcu     the exported-project tests under QEMU (Cortex-M, RISC-V)"
 	@echo "make conformance  the ONNX backend node-test suite: pass count"
 	@echo "make bench        Ember vs onnxruntime and OpenVINO on the zoo -> bench/results/"
-	@echo "                  (a quick run: make bench BENCH_ARGS=\"--models mlp --runs 10\")"
+	@echo "                  (a quick run: make bench BENCH_ARGS=\"--models mlp --runs 10 --min-seconds 0\")"
 
 # A C compiler is the one system tool Ember needs; install it when missing (Debian/Ubuntu).
 toolchain:

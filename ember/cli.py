@@ -417,7 +417,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ember.bench.machine import machine_info
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UsageError(f"--json {args.json!r}: its directory does not exist")
-    settings = harness.Settings(args.threads, args.runs, args.warmup, args.peers, args.seed)
+    settings = harness.Settings(args.threads, args.runs, args.warmup, args.peers, args.seed,
+                                args.min_seconds)
     machine = machine_info()          # before the runs: the load average at the start
     result = harness.bench_model(args.model, settings, _input_shapes(args.input_shape),
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -8,6 +8,7 @@ A peer that is missing or fails is reported, never fatal; Ember failing is an er
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,9 +41,12 @@ class Settings:
     warmup: int = 5
     peers: tuple[str, ...] = PEERS
     seed: int = 0
+    #: timed runs go past `runs` until the slowest runtime has run about this long: a small
+    #: model's 50 runs take 5 ms, where one scheduling hiccup moves the median
+    min_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.threads < 1 or self.runs < 1 or self.warmup < 0:
+        if self.threads < 1 or self.runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise BenchError(f"need threads >= 1, runs >= 1 and warmup >= 0; got threads "
                              f"{self.threads}, runs {self.runs}, warmup {self.warmup}")
         unknown = [p for p in self.peers if p not in PEERS]
@@ -248,10 +252,11 @@ def benchmark(model: BenchModel, settings: Settings, workdir: Path,
     try:
         for runtime in ("ember", *settings.peers):
             session.start(runtime, inputs)
+        warm: dict[str, list[float]] = {}
         if settings.warmup:
             progress(f"{session.tag} warm-up: {settings.warmup} run(s) each")
-            session.time_all(settings.warmup, 0)
-        batches = split_runs(settings.runs, ROUNDS)
+            warm = session.time_all(settings.warmup, 0)
+        batches = split_runs(planned_runs(settings, warm), ROUNDS)
         for r, runs in enumerate(batches):
             timed = session.time_all(runs, r)
             for runtime, times in timed.items():
@@ -263,6 +268,19 @@ def benchmark(model: BenchModel, settings: Settings, workdir: Path,
         session.close()
     results = [session.results[rt] for rt in ("ember", *settings.peers)]
     return ModelResult(model, settings, results, compare(results, outputs))
+
+
+#: the most timed runs min_seconds may ask for
+MAX_RUNS = 10_000
+
+
+def planned_runs(settings: Settings, warm: dict[str, list[float]]) -> int:
+    """settings.runs, or more where the warm-up says the slowest runtime would not reach
+    settings.min_seconds of timed runs."""
+    slowest = max((float(np.median(t)) for t in warm.values() if t), default=0.0)
+    if slowest <= 0 or not settings.min_seconds:
+        return settings.runs
+    return max(settings.runs, min(MAX_RUNS, math.ceil(settings.min_seconds / slowest)))
 
 
 def compare(results: list[RuntimeResult], outputs: dict[str, list[np.ndarray]]) -> list[str]:

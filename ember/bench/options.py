@@ -33,6 +33,9 @@ def peer_list(text: str) -> tuple[str, ...]:
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=count(1), default=50,
                         help="timed runs per runtime (default 50)")
+    parser.add_argument("--min-seconds", type=float, default=1.0, metavar="S",
+                        help="time more runs than --runs where the slowest runtime would run "
+                             "less than S seconds in all (default 1; 0: exactly --runs)")
     parser.add_argument("--warmup", type=count(0), default=5,
                         help="untimed runs per runtime before timing (default 5)")
     parser.add_argument("--peers", type=peer_list, default=PEERS, metavar="A,B",

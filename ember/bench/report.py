@@ -63,7 +63,8 @@ def busy_note(machine: dict[str, Any]) -> list[str]:
 # -- one model (`ember bench`) ---------------------------------------------------------------
 def format_table(result: ModelResult, machine: dict[str, Any] | None = None) -> str:
     s = result.settings
-    head = (f"{result.model.name}: {_plural(s.threads, 'thread')}, {s.runs} timed runs after "
+    timed = max((len(r.times_s) for r in result.results if r.ok), default=s.runs)
+    head = (f"{result.model.name}: {_plural(s.threads, 'thread')}, {timed} timed runs after "
             f"{s.warmup} warm-up per runtime, each in its own process")
     rows, skipped = [], []
     for r in result.results:
@@ -125,7 +126,8 @@ def zoo_markdown(document: dict[str, Any]) -> str:
              f"{m['date']}, commit {commit}; {m['cpu']}, {m['cores']} cores"
              + (f" (load average {m['load_average'][0]} at the start)" if m.get("load_average")
                 else "") + f"; {versions}.", "",
-             f"Median of {s['runs']} timed runs after {s['warmup']} warm-up per runtime, each "
+             f"Median of {s['runs']} timed runs (more where that took a runtime under "
+             f"{s.get('min_seconds', 0):g} s) after {s['warmup']} warm-up per runtime, each "
              f"runtime in its own process, runs interleaved in rounds. {RATIO_NOTE}.", ""]
     peers = [p for p in s["peers"] if p != REFERENCE and
              any(_result(e, p) for e in document["entries"])]

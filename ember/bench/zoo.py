@@ -1,7 +1,7 @@
 """The `make bench` driver: zoo models x thread counts, against the installed peers.
 
     python -m ember.bench.zoo                                   # the full set, threads 1 and 2
-    python -m ember.bench.zoo --models mlp,resnet8 --threads 1 --runs 10
+    python -m ember.bench.zoo --models mlp,resnet8 --threads 1 --runs 10 --min-seconds 0
 
 Writes bench/results/latest.json and latest.md and appends a summary line to history.jsonl.
 Another part of the report (say, kernel GFLOP/s) is a `report.Section`: pass its maker to
@@ -41,7 +41,8 @@ def run_models(models: Sequence[str], threads: Sequence[int], base: Settings) ->
         progress(f"== {model}, {t} thread(s) ({k}/{len(todo)})")
         try:
             result: ModelResult = bench_model(model, Settings(t, base.runs, base.warmup,
-                                                              base.peers, base.seed), None, progress)
+                                                              base.peers, base.seed,
+                                                              base.min_seconds), None, progress)
             entries.append(result.to_json())
         except Exception as e:        # one model failing must not lose the others' results
             message = str(e).splitlines()[0] if str(e) else e.__class__.__name__
@@ -124,13 +125,14 @@ def main(argv: Sequence[str] | None = None,
          sections: Sequence[Callable[[], Section]] = ()) -> int:
     args = parse_args(argv)
     try:
-        base = Settings(1, args.runs, args.warmup, args.peers, args.seed)
+        base = Settings(1, args.runs, args.warmup, args.peers, args.seed, args.min_seconds)
     except BenchError as e:
         print(f"ember bench: error: {e}", file=sys.stderr)
         return 2
     machine = machine_info()          # before the runs: the load average at the start
     entries = run_models(args.models, args.threads, base)
     settings = {"models": list(args.models), "threads": list(args.threads), "runs": args.runs,
+                "min_seconds": args.min_seconds,
                 "warmup": args.warmup, "peers": list(args.peers), "seed": args.seed}
     document = build_document(machine, entries, settings, [make() for make in sections])
     write_results(document, args.out)

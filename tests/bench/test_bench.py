@@ -20,7 +20,7 @@ from ember.bench.report import Section, busy_note, format_table, write_json
 from ember.bench.runners import OnnxRuntimeRunner, OpenVinoRunner
 from ember.bench.stats import geomean, max_abs_diff, split_runs, summarize
 
-QUICK = ["--runs", "3", "--warmup", "1"]
+QUICK = ["--runs", "3", "--warmup", "1", "--min-seconds", "0"]
 ORT_ONLY = harness.Settings(runs=3, warmup=1, peers=("onnxruntime",))
 
 
@@ -208,3 +208,15 @@ def test_max_abs_diff_handles_special_values():
     assert max_abs_diff([a], [a[:2]]) == math.inf and max_abs_diff([a], []) == math.inf
     assert max_abs_diff([np.array([3], np.int64)], [np.array([1], np.int64)]) == 2
     assert max_abs_diff([np.zeros((0, 3))], [np.zeros((0, 3))]) == 0
+
+
+def test_small_models_get_runs_enough():
+    """--runs is a floor: where the warm-up says the slowest runtime would time less than
+    min_seconds, the runs grow to reach it (capped), never shrink."""
+    quick = {"ember": [1e-4] * 3, "onnxruntime": [2e-4] * 3}
+    assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0), quick) == 5000
+    assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0),
+                                {"ember": [1e-6]}) == harness.MAX_RUNS
+    assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0), {"ember": [0.1]}) == 50
+    assert harness.planned_runs(harness.Settings(runs=50), quick) == 50
+    assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0), {}) == 50

@@ -88,9 +88,14 @@ class Im2col:
 class RowOffsets:
     """B read in place, unpacked: element (k, j) at base[offsets[k] + j] (`offsets` a C array
     of K int64, e.g. a convolution's tap offsets into a padded image). nr - 1 floats past the
-    last element must be readable: a ragged last panel reads them (and drops their products)."""
+    last element must be readable: a ragged last panel reads them (and drops their products).
+    With `row` > 0 (a multiple of the vector width), column j is at (j / row)*pitch + j % row
+    instead: a convolution's output positions, whole rows of vectors, over the rows of a padded
+    image `pitch` floats apart; then nothing is read past the last column."""
     base: str
     offsets: str
+    row: int = 0
+    pitch: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,10 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
                     a_stride = _emit_a_block(w, g.a, g.k, t)
                     with w.block(f"for (int64_t jr = 0; jr < nc; jr += {t.nr})"):
                         w.line(f"const int64_t nr = nc - jr < {t.nr} ? nc - jr : {t.nr};")
-                        w.line(f"const float *restrict bq = bp + jr / {t.nr} * {b_stride};")
+                        if isinstance(g.b, RowOffsets) and g.b.row:
+                            _emit_pitched_panel(w, g.b, t)
+                        else:
+                            w.line(f"const float *restrict bq = bp + jr / {t.nr} * {b_stride};")
                         with w.block(f"for (int64_t ir = 0; ir < mc; ir += {t.mr})"):
                             w.line(f"const int64_t mr = mc - ir < {t.mr} ? mc - ir : {t.mr};")
                             slice_at = " + pc*mr" if isinstance(g.a, PackedConst) else ""
@@ -203,7 +211,7 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
         w.line(f"const float *restrict bp = {b.name} + jc*{k} + pc*{t.nr};")
         return f"{k * t.nr}"
     if isinstance(b, RowOffsets):
-        w.line(f"const float *restrict bp = {b.base} + jc;")
+        w.line(f"const float *restrict bp = {b.base}{'' if b.row else ' + jc'};")
         return f"{t.nr}"
     if isinstance(b, Strided):
         w.line(f"ember_pack_b_{t.nr}(kc, nc, {b.base} + pc*{b.rs} + jc*{b.cs}, {b.rs}, {b.cs}, "
@@ -217,6 +225,16 @@ def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
         w.line(f"ember_pack_im2col_{t.nr}({b.base}, {b.window.c_args()}, pc, kc, jc, nc, bpack);")
     w.line("const float *restrict bp = bpack;")
     return f"kc*{t.nr}"
+
+
+def _emit_pitched_panel(w: CWriter, b: RowOffsets, t: GemmTiles) -> None:
+    """Point `bq` at the first vector of the panel at column jc + jr of a pitched RowOffsets B,
+    `b1` at its second vector relative to it (0, a harmless re-read, in a ragged last panel)."""
+    def at(j: str) -> str:
+        return f"({j}) / {b.row} * {b.pitch} + ({j}) % {b.row}"
+    w.line(f"const float *restrict bq = bp + {at('jc + jr')};")
+    w.line(f"const int64_t b1 = nr > {t.lanes} ? {at(f'jc + jr + {t.lanes}')} - "
+           f"({at('jc + jr')}) : 0;")
 
 
 def _emit_a_block(w: CWriter, a, k: int, t: GemmTiles) -> str:
@@ -242,7 +260,9 @@ def _emit_microkernel_call(w: CWriter, g: BlockedGemm, t: GemmTiles, via_tile: b
     through `tile`, and so does every one `via_tile` (K in one slice, an epilogue to apply:
     it reads the sums from `tile`, in L1 and aligned, and out is written once). Only the last
     panel of M can be short (parts and blocks are whole panels)."""
-    if isinstance(g.b, RowOffsets):
+    if isinstance(g.b, RowOffsets) and g.b.row:
+        in_place = ("p", f"aq, bq, {g.b.offsets} + pc, b1")
+    elif isinstance(g.b, RowOffsets):
         in_place = ("o", f"aq, bq, {g.b.offsets} + pc")
     elif isinstance(g.a, RowsInPlace):
         in_place = ("a", f"aq, {g.a.lda}, bq")

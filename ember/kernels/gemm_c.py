@@ -24,20 +24,27 @@ def gemm_support_c(t: GemmTiles) -> str:
     # copy inlined into a large kernel body was left in memory, at half speed).
     # Three per row count: A and B packed; B read in place through row offsets (suffix o); A
     # read in place, row r at a + r*lda (suffix a).
+    b1 = t.lanes          # where the second vector of a row of B starts
     ukrs = "\n".join(
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}(int64_t kc, const float *restrict a, "
         f"const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
-        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, 0, c, ldc, accumulate); }}\n"
+        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, 0, {b1}, c, ldc, accumulate); }}\n"
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}o(int64_t kc, const float *restrict a, "
         f"const float *restrict b, const int64_t *restrict offs, float *restrict c, int64_t ldc, "
-        f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, offs, c, ldc, accumulate); }}\n"
+        f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, offs, {b1}, c, ldc, accumulate); }}\n"
         f"static __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}a(int64_t kc, const float *restrict a, "
         f"int64_t lda, const float *restrict b, float *restrict c, int64_t ldc, int accumulate) "
-        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, lda, b, 0, c, ldc, accumulate); }}"
+        f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, lda, b, 0, {b1}, c, ldc, accumulate); }}"
         + ("" if t.scalar else          # suffix h: only the first vector's columns (lda < 0)
            f"\nstatic __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}h(int64_t kc, "
            f"const float *restrict a, const float *restrict b, float *restrict c, int64_t ldc, "
-           f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, -1, b, 0, c, ldc, accumulate); }}")
+           f"int accumulate) {{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, -1, b, 0, {t.lanes}, c, ldc, "
+           f"accumulate); }}"
+           # suffix p: B through row offsets, its second vector `b1` floats after the first
+           f"\nstatic __attribute__((noinline, unused)) void ember_sgemm_ukr{mr}_{t.nr}p(int64_t kc, "
+           f"const float *restrict a, const float *restrict b, const int64_t *restrict offs, "
+           f"int64_t b1, float *restrict c, int64_t ldc, int accumulate) "
+           f"{{ ember_sgemm_ukr_{t.nr}({mr}, kc, a, 0, b, offs, b1, c, ldc, accumulate); }}")
         for mr in range(1, t.mr + 1))
     ukr = _scalar_ukr_c(t) + _scalar_conv_panel_c(t) if t.scalar else _vector_ukr_c(t)
     return f"""{ukr}
@@ -249,7 +256,8 @@ static inline __attribute__((always_inline)) void ember_sgemm_row_{t.nr}(
  * vector wide: half the multiply-adds). */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
-        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
+        const int64_t *restrict offs, int64_t b1, float *restrict c, int64_t ldc,
+        int accumulate) {{
     ember_f32v{lanes} c0[{t.mr}], c1[{t.mr}];
     if (mr == 1 && !offs) {{   /* one row: 2 accumulators would wait on the multiply-add */
         ember_sgemm_row_{t.nr}(kc, a, b, c, lda < 0, accumulate);   /* latency; see below */
@@ -263,12 +271,12 @@ static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
     for (int64_t k = 0; k < kc; ++k) {{
         const float *restrict bk = offs ? b + offs[k] : b + k*{t.nr};
         const ember_f32v{lanes} b0 = *(const ember_f32v{lanes}u *)bk;
-        const ember_f32v{lanes} b1 = lda < 0 ? b0 : *(const ember_f32v{lanes}u *)(bk + {lanes});
+        const ember_f32v{lanes} v1 = lda < 0 ? b0 : *(const ember_f32v{lanes}u *)(bk + b1);
         for (int r = 0; r < mr; ++r) {{
             const float s = lda > 0 ? a[r*lda + k] : a[k*mr + r];
             const ember_f32v{lanes} ar = {splat};
             c0[r] += ar * b0;
-            if (lda >= 0) c1[r] += ar * b1;
+            if (lda >= 0) c1[r] += ar * v1;
         }}
     }}
     for (int r = 0; r < mr; ++r) {{
@@ -290,7 +298,9 @@ def _scalar_ukr_c(t: GemmTiles) -> str:
  * packed, or at b + offs[k] read in place). Always inlined with a constant mr and offs. */
 static inline __attribute__((always_inline)) void ember_sgemm_ukr_{t.nr}(
         const int mr, int64_t kc, const float *restrict a, int64_t lda, const float *restrict b,
-        const int64_t *restrict offs, float *restrict c, int64_t ldc, int accumulate) {{
+        const int64_t *restrict offs, int64_t b1, float *restrict c, int64_t ldc,
+        int accumulate) {{
+    (void)b1;
     float acc[{t.mr}][{t.nr}];
     _Pragma("GCC unroll {t.mr}") for (int r = 0; r < mr; ++r)
         _Pragma("GCC unroll {t.nr}") for (int j = 0; j < {t.nr}; ++j) acc[r][j] = 0.0f;

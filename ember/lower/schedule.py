@@ -178,6 +178,20 @@ def im2col_gathered(k: int, n: int, images: int, t: GemmTiles) -> bool:
     return images * k * _round_up(n, t.nr) <= _GATHER_MAX_ELEMENTS
 
 
+#: a strided convolution's GEMM reads its padded, phase-split image in place up to this many
+#: bytes of it per image group, half of L2 (1 thread, per kernel, against packed im2col:
+#: ResNet-8's 16 -> 32 at 32x32, 74 KB, 88.7 -> 71 us; 48 -> 96 at 28x28, 172 KB, 640 -> 586);
+#: past it the rows a B panel reads, re-read by every micro-tile of M, drop out of L1 and L2
+#: (32 -> 64 at 56x56, 430 KB: 1109 -> 1175 us; ResNet-18's 0.46 and 0.86 MB ones 1.13x)
+_STRIDED_IN_PLACE_MAX_BYTES = 256 * 1024
+
+
+def strided_rows_in_place(image_bytes: int) -> bool:
+    """Whether a strided convolution reads B in place from its phase-split padded image of
+    `image_bytes` per image group, rather than packing im2col panels."""
+    return image_bytes <= _STRIDED_IN_PLACE_MAX_BYTES
+
+
 def conv_copies_input(t: GemmTiles) -> bool:
     """Whether a convolution may spend scratch as large as its input or output for speed (a
     zero-padded copy of the image read in place, a gathered im2col matrix, sums stored

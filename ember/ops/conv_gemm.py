@@ -6,9 +6,10 @@ The weights are A, packed at compile time. B, the im2col matrix, is never materi
   - a 1x1 stride-1 convolution on a large map whose rows lie whole vectors apart (112x112)
     reads the input itself as B, in place; elsewhere B is packed from the rows (Strided: on
     14x14, 7x7, 25x5 maps the unaligned, line-crossing loads in place cost 1.2-1.4x);
-  - a stride-1 convolution reads a zero-padded copy of the image in place: each row of B is a
-    contiguous run of it at a fixed offset (see _emit_padded_direct), nothing is packed (not
-    with scalar tiles, where RAM is scarce: schedule.conv_copies_input);
+  - a stride-1 convolution, or a strided one on a small image, reads a zero-padded copy of
+    the image, split by stride phase, in place: each row of B is a contiguous run of it per
+    output row, at a fixed offset (see _emit_padded_direct), nothing is packed (not with
+    scalar tiles, where RAM is scarce: schedule.conv_copies_input);
   - a small im2col matrix is gathered whole through a table of offsets (_emit_gathered);
   - any other is packed one kc x nc block at a time from the image (Im2col);
   - with few output positions (a 7x7 map) the roles swap: out^T = im2col^T . W^T (positions
@@ -27,7 +28,7 @@ from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
                                 Strided, emit_blocked_gemm, pack_a, pack_b)
 from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
-                                  im2col_gathered, pointwise_in_place)
+                                  im2col_gathered, pointwise_in_place, strided_rows_in_place)
 from ember.ops.registry import same_layout_inputs
 from ember.ops.window import parallel_for
 
@@ -55,8 +56,8 @@ def _window(g: ConvGeometry) -> ConvWindow2d:
                         *_as_2d(g.out_sp, 1))
 
 
-#: a stride-1 convolution reads the padded image in place when the columns it computes and
-#: drops (the right-hand padding of each row) are at most this share of the work
+#: a convolution reads the padded image in place when the columns it computes and drops (the
+#: right-hand padding of each row) are at most this share of the work
 _MAX_DROPPED_COLUMNS = 0.25
 
 
@@ -65,17 +66,18 @@ def emit_conv_gemm(ctx, g: ConvGeometry) -> None:
     cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
     k = cg * d.kh * d.kw
     pointwise = d.pointwise
-    wp = d.padded[1]
     n = d.oh * d.ow
     t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
-    if ctx.node.inputs[1].is_const and conv_positions_on_m(n, t):
+    const = ctx.node.inputs[1].is_const
+    if const and conv_positions_on_m(n, t):
         _emit_swapped(ctx, g, d)
         return
-    if (not pointwise and (d.sy, d.sx) == (1, 1) and ctx.node.inputs[1].is_const
-            and conv_copies_input(t) and (wp - d.ow) / wp <= _MAX_DROPPED_COLUMNS):
-        _emit_padded_direct(ctx, g, d)
+    gathered = not pointwise and const and im2col_gathered(k, n, g.batch * g.groups, t)
+    # stride 1 reads in place even where the im2col matrix is small enough to gather
+    if const and _rows_in_place(d, t, cg) and (not gathered or (d.sy, d.sx) == (1, 1)):
+        _emit_padded_direct(ctx, g, d, t)
         return
-    if not pointwise and ctx.node.inputs[1].is_const and im2col_gathered(k, n, g.batch * g.groups, t):
+    if gathered:
         _emit_gathered(ctx, g, d, t)
         return
     image = f"({ctx.ins[0]} + (n*{g.in_channels} + g*{cg})*{d.h * d.w})"
@@ -101,32 +103,67 @@ def _residual_in_place(ctx) -> None:
         ctx.overwritable = tuple(k for k in same_layout_inputs(ctx.node) if k >= n_own)
 
 
-def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
-    """Stride 1 without im2col: copy the images into a zero-padded scratch image, then every row
-    (c, ky, kx) of the im2col matrix is a contiguous run of it, at a fixed offset. The GEMM
-    reads those runs in place (RowOffsets) over "virtual" positions oy*Wp + ox, which include
-    each row's right-hand padding columns; their sums are dropped when the tile is stored."""
+def _phase_grid(d: ConvWindow2d) -> tuple[int, int]:
+    """Rows and columns of each stride phase of the zero-padded image the windows read:
+    padded row Y lies in phase Y % sy at row Y / sy (columns alike), so a window row's taps
+    at one phase are a contiguous run of it. Stride 1: the padded image itself."""
+    rows = (d.oh - 1) * d.sy + (d.kh - 1) * d.dy + 1
+    cols = (d.ow - 1) * d.sx + (d.kw - 1) * d.dx + 1
+    return -(-rows // d.sy), -(-cols // d.sx)
+
+
+def _rows_in_place(d: ConvWindow2d, t, channels: int) -> bool:
+    """Whether the GEMM reads B in place from a padded, phase-split copy of the image
+    (_emit_padded_direct): where the output rows are whole vectors (nothing computed is
+    dropped), or where the dropped columns are a small share; strided, only where the copy
+    is small (schedule.strided_rows_in_place)."""
+    if d.pointwise or not conv_copies_input(t):
+        return False
+    rows, cols = _phase_grid(d)
+    if (d.sy, d.sx) != (1, 1) and not strided_rows_in_place(4 * channels * d.sy * d.sx
+                                                            * rows * cols):
+        return False
+    return d.ow % t.lanes == 0 or (cols - d.ow) / cols <= _MAX_DROPPED_COLUMNS
+
+
+def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
+    """Without im2col: copy the images into a zero-padded scratch image split by stride phase
+    (_phase_grid), then every row (c, ky, kx) of the im2col matrix is a contiguous run of it
+    per output row, at a fixed offset. The GEMM reads those runs in place (RowOffsets).
+    Output rows of whole vectors map positions onto the phase rows (RowOffsets.row), the sums
+    stored as they are; other widths run over "virtual" positions oy*Wq + ox, which include
+    each row's right-hand padding columns, into scratch, their sums dropped when stored."""
     w = ctx.w
     cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
-    hp, wp = d.padded
-    k, n = cg * d.kh * d.kw, (d.oh - 1) * wp + d.ow
-    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
+    hq, wq = _phase_grid(d)
+    phases = d.sy * d.sx
+    plane = phases * hq * wq
+    mapped = d.ow % t.lanes == 0
+    k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
     images = g.batch * g.in_channels
-    image_floats = _round16(images * hp * wp + t.nr)         # nr - 1 readable floats past the end
-    ctx.request_scratch(4 * (image_floats + g.batch * g.out_channels * n))
+    image_floats = _round16(images * plane + t.nr)         # nr - 1 readable floats past the end
+    vout_floats = 0 if mapped else g.batch * g.out_channels * n
+    ctx.request_scratch(4 * (image_floats + vout_floats))
     w.line("float *restrict xpad = (float *)scratch;")
-    w.line(f"float *restrict vout = xpad + {image_floats};")
     _emit_pad_copy(ctx, d, images, image_floats)
-    offsets = np.array([c * hp * wp + ky * d.dy * wp + kx * d.dx
+    offsets = np.array([((c * d.sy + ky * d.dy % d.sy) * d.sx + kx * d.dx % d.sx) * hq * wq
+                        + ky * d.dy // d.sy * wq + kx * d.dx // d.sx
                         for c in range(cg) for ky in range(d.kh) for kx in range(d.kw)], np.int64)
-    b = RowOffsets(f"(xpad + (n*{g.in_channels} + g*{cg})*{hp * wp})", ctx.pack_constant(offsets))
+    image = f"(xpad + (n*{g.in_channels} + g*{cg})*{plane})"
+    if mapped:
+        b = RowOffsets(image, ctx.pack_constant(offsets), d.ow, wq)
+        _positions_gemm(ctx, g, d, t, b)
+        return
+    t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
+    w.line(f"float *restrict vout = xpad + {image_floats};")
+    b = RowOffsets(image, ctx.pack_constant(offsets))
     out = f"vout + (n*{g.out_channels} + g*{mg})*{n}"
     gemm = BlockedGemm(mg, n, k, (("n", g.batch), ("g", g.groups)), _weights(ctx, g, t, k), b,
                        out, n)
     sp = ["oy", "ox"] if len(g.out_sp) == 2 else ["ox"]
 
     def final(i: str, j: str, value: str) -> None:
-        w.line(f"const int64_t oy = {j} / {wp}, ox = {j} % {wp};")
+        w.line(f"const int64_t oy = {j} / {wq}, ox = {j} % {wq};")
         with w.block(f"if (ox < {d.ow})"):
             at = f"(n*{g.out_channels} + mo)*{d.oh * d.ow} + oy*{d.ow} + ox"
             ctx.store(["n", "mo"] + sp, at, _biased(ctx, g, i, value))
@@ -218,23 +255,40 @@ def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
 
 
 def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:
-    """xpad[image] = the image inside a zero border; zeros past the last one."""
+    """xpad[image][phase] = the image's padded rows and columns of that stride phase
+    (_phase_grid), zero outside the image; zeros past the last image. Each input row is
+    split once into its column phases, each a loop with constant bounds that GCC
+    vectorizes (a de-interleave at stride 2)."""
     w = ctx.w
-    hp, wp = d.padded
-    rows = min(d.h, hp - d.py)                                 # input rows a window reaches
-    cols = min(d.w, wp - d.px)
+    hq, wq = _phase_grid(d)
+    phases = d.sy * d.sx
     parallel_for(w, ctx.schedule.threads, images)
     with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
-        w.line(f"float *restrict dst = xpad + im*{hp * wp};")
         w.line(f"const float *restrict src = {ctx.ins[0]} + im*{d.h * d.w};")
-        w.line(f"memset(dst, 0, sizeof(float)*{d.py * wp + d.px});")
-        with w.block(f"for (int64_t y = 0; y < {rows}; ++y)"):
-            w.line(f"memcpy(dst + (y + {d.py})*{wp} + {d.px}, src + y*{d.w}, sizeof(float)*{cols});")
-            w.line(f"memset(dst + (y + {d.py})*{wp} + {d.px + cols}, 0, sizeof(float)*{wp - cols});")
-        tail = hp * wp - ((rows + d.py) * wp + d.px)
-        if tail > 0:
-            w.line(f"memset(dst + {(rows + d.py) * wp + d.px}, 0, sizeof(float)*{tail});")
-    w.line(f"memset(xpad + {images * hp * wp}, 0, sizeof(float)*{image_floats - images * hp * wp});")
+        w.line(f"float *restrict dst = xpad + im*{phases * hq * wq};")
+        with w.block(f"for (int64_t ry = 0; ry < {d.sy}; ++ry)"), \
+                w.block(f"for (int64_t r = 0; r < {hq}; ++r)"):
+            w.line(f"const int64_t iy = r*{d.sy} + ry - {d.py};")
+            w.line(f"float *restrict row = dst + (ry*{d.sx * hq} + r)*{wq};")
+            with w.block(f"if (iy < 0 || iy >= {d.h})"):
+                w.line(f"for (int64_t rx = 0; rx < {d.sx}; ++rx) "
+                       f"memset(row + rx*{hq * wq}, 0, sizeof(float)*{wq});")
+                w.line("continue;")
+            w.line(f"const float *restrict srow = src + iy*{d.w};")
+            for rx in range(d.sx):       # the phase columns [lo, hi) that land in the image
+                lo = min(wq, max(0, -(-(d.px - rx) // d.sx)))
+                hi = max(lo, min(wq, -(-(d.w + d.px - rx) // d.sx)))
+                at = f"row + {rx * hq * wq}" if rx else "row"
+                with w.block(""):
+                    w.line(f"float *restrict q = {at};")
+                    if lo:
+                        w.line(f"for (int64_t s = 0; s < {lo}; ++s) q[s] = 0.0f;")
+                    w.line(f"for (int64_t s = {lo}; s < {hi}; ++s) "
+                           f"q[s] = srow[s*{d.sx} + {rx - d.px}];")
+                    if hi < wq:
+                        w.line(f"for (int64_t s = {hi}; s < {wq}; ++s) q[s] = 0.0f;")
+    w.line(f"memset(xpad + {images * phases * hq * wq}, 0, "
+           f"sizeof(float)*{image_floats - images * phases * hq * wq});")
 
 
 def _position_store(ctx, g: ConvGeometry, d: ConvWindow2d):

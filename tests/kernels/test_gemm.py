@@ -186,3 +186,53 @@ def test_pointwise_one_panel_at_a_time(cin, threads, rng):
              helper.make_node("Add", ["c", "r"], ["y"])]
     inits = {"w": normal(rng, 16, cin, 1, 1), "b": normal(rng, 16)}
     compare(make_model(nodes, {"x": x, "r": r}, ["y"], inits), {"x": x, "r": r}, threads)
+
+
+ROWS_IN_PLACE = [   # (x shape, w shape, attrs, microkernel suffix): B read from the padded,
+    # phase-split image in place; "p": output rows of whole vectors mapped onto its rows,
+    # "o": virtual positions over its rows, the padding columns' sums dropped
+    ((1, 16, 32, 32), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "p"),
+    ((1, 8, 33, 31), (7, 8, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "p"),  # odd sizes
+    ((1, 36, 17, 15), (9, 36, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "p"),  # 4.5 panels
+    ((2, 24, 16, 16), (14, 12, 3, 3), {"group": 2, "strides": [2, 2], "pads": [1, 1, 1, 1]}, "p"),
+    ((1, 64, 8, 8), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, "p"),                 # K in 2 slices
+    ((1, 6, 16, 16), (5, 6, 3, 3), {"pads": [1, 1, 1, 1]}, "p"),
+    ((1, 12, 64), (10, 12, 3), {"pads": [1, 1]}, "p"),                            # 1-D
+    ((1, 7, 9, 9), (8, 7, 2, 2), {"strides": [1, 1], "pads": [0, 0, 0, 0]}, "p"),  # no padding
+    ((2, 16, 28, 28), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "o"),
+    ((1, 24, 20, 21), (9, 24, 3, 3), {"strides": [2, 2], "dilations": [2, 2], "pads": [2, 2, 2, 2]},
+     "o"),
+    ((1, 20, 19, 40), (11, 20, 3, 3), {"strides": [2, 3], "pads": [0, 2, 1, 0]}, "o"),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", range(len(ROWS_IN_PLACE)))
+def test_conv_rows_in_place(case, threads, rng):
+    """Bias and a residual Add + Relu epilogue; the in-place microkernel is the one used."""
+    xs, ws, attrs, suffix = ROWS_IN_PLACE[case]
+    x = normal(rng, *xs)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)
+    model = make_model([conv], {"x": x}, ["c"], {"w": normal(rng, *ws), "b": normal(rng, ws[0])})
+    out_shape = run_ort(model, {"x": x})[0].shape
+    r = normal(rng, *out_shape)
+    nodes = [conv, helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = make_model(nodes, {"x": x, "r": r}, ["y"], {"w": normal(rng, *ws), "b": normal(rng, ws[0])})
+    assert f"_16{suffix}(kc, aq, bq" in ember.compile(model, threads=threads).source
+    compare(model, {"x": x, "r": r}, threads)
+
+
+@pytest.mark.parametrize("case", [0, 8])
+def test_conv_rows_in_place_nan_inf(case, rng):
+    """NaN and Inf in the image reach exactly the outputs whose windows hold them; none
+    leaks through the zero padding or the dropped columns."""
+    xs, ws, attrs, _ = ROWS_IN_PLACE[case]
+    x, w = normal(rng, *xs), normal(rng, *ws)
+    x[0, 1, 3, 5], x[0, 2, -1, -1], x[0, 0, 0, 0] = np.nan, np.inf, -np.inf
+    node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    model = make_model([node], {"x": x}, ["y"], {"w": w})
+    got = ember.compile(model).run({"x": x})["y"]
+    want = run_ort(model, {"x": x})[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], **TOL)

@@ -210,9 +210,9 @@ def _emit_block(ctx, g: NhwcGeometry, cv: int, taps: tuple[tuple[int, ...], ...]
     used = sorted(set().union(*taps))
     if used:
         with w.block("for (int64_t ky = ky_lo; ky < ky_hi; ++ky)"):
-            # element offset of column 0 of tap row ky, channel c0, before the left pad
-            w.line(f"const float *restrict xr = {x} + (xrow + ky * {dh * g.in_w * C} "
-                   f"+ ow0 * {sw * C} + c0);")
+            # element offset of column ow0 * sw of tap row ky, channel c0 (an offset, not a
+            # pointer: in the right pad it may lie past the input)
+            w.line(f"const int64_t xo = xrow + ky * {dh * g.in_w * C} + ow0 * {sw * C} + c0;")
             w.line(f"const float *restrict wr = {wt} + (ky * {kw * C} + c0);")
             w.line(f"const {VEC} " + ", ".join(
                 f"w{kx}_{v} = *(const {VEC} *)(wr + {kx * C + v * LANES})"
@@ -224,8 +224,8 @@ def _emit_block(ctx, g: NhwcGeometry, cv: int, taps: tuple[tuple[int, ...], ...]
                     uses.setdefault(j * sw - g.pads[1] + kx * g.dilations[1], []).append((j, kx))
             for col in sorted(uses):
                 for v in range(cv):
-                    w.line(f"{{ const {VEC} x = *(const {VEC} *)(xr + ({col * C + v * LANES})); "
-                           + " ".join(f"{sums[j][v]} += w{kx}_{v} * x;"
+                    w.line(f"{{ const {VEC} xv = *(const {VEC} *)({x} + (xo + {col * C + v * LANES})); "
+                           + " ".join(f"{sums[j][v]} += w{kx}_{v} * xv;"
                                       for j, kx in uses[col]) + " }")
     for j in range(ob):
         w.line(" ".join(f"*({VEC} *)(buf + {(j * cv + v) * LANES}) = {sums[j][v]};"

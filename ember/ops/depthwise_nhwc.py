@@ -109,8 +109,8 @@ def nhwc_geometry(node: Node) -> NhwcGeometry:
     g = NhwcGeometry(batch, in_h, in_w, channels, kernel, strides, pads, dilations,
                      b is not None)
     if g.out_h < 1 or g.out_w < 1:
-        raise fail(node, f"the kernel (extent {[(k - 1) * d + 1 for k, d in zip(kernel, dilations)]}"
-                   f") is larger than the padded image "
+        extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        raise fail(node, f"the kernel (extent {extent}) is larger than the padded image "
                    f"({[in_h + pads[0] + pads[2], in_w + pads[1] + pads[3]]})")
     return g
 
@@ -224,9 +224,9 @@ def _emit_block(ctx, g: NhwcGeometry, cv: int, taps: tuple[tuple[int, ...], ...]
                     uses.setdefault(j * sw - g.pads[1] + kx * g.dilations[1], []).append((j, kx))
             for col in sorted(uses):
                 for v in range(cv):
-                    w.line(f"{{ const {VEC} xv = *(const {VEC} *)({x} + (xo + {col * C + v * LANES})); "
-                           + " ".join(f"{sums[j][v]} += w{kx}_{v} * xv;"
-                                      for j, kx in uses[col]) + " }")
+                    at = f"{x} + (xo + {col * C + v * LANES})"
+                    fmas = " ".join(f"{sums[j][v]} += w{kx}_{v} * xv;" for j, kx in uses[col])
+                    w.line(f"{{ const {VEC} xv = *(const {VEC} *)({at}); {fmas} }}")
     for j in range(ob):
         w.line(" ".join(f"*({VEC} *)(buf + {(j * cv + v) * LANES}) = {sums[j][v]};"
                         for v in range(cv)))

@@ -35,10 +35,9 @@ def import_model(model: "str | os.PathLike | bytes | onnx.ModelProto",
     return import_onnx(proto, options.input_shapes, label), label
 
 
-def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None,
-             channels_last: bool = True) -> Graph:
+def optimize(graph: Graph, options: CompileOptions, stop_after: str | None = None) -> Graph:
     return run_pipeline(graph, options.opt_level, stop_after=stop_after, check=options.verify,
-                        channels_last=channels_last)
+                        channels_last=options.layout == "auto")
 
 
 def compile_model(model: "str | os.PathLike | bytes | onnx.ModelProto",

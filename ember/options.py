@@ -28,6 +28,9 @@ class CompileOptions:
     #: whose int8 numerics a TFLite model follows: "micro" (TFLite Micro) or "litert"
     #: (ai-edge-litert's reference kernels, whose FULLY_CONNECTED rounds once)
     int8_numerics: str = "micro"
+    #: "auto": choose-layout runs small-map conv regions channels-last; "nchw": every
+    #: tensor stays as the model has it (`ember export` always; the NCHW kernels' tests)
+    layout: str = field(default_factory=lambda: os.environ.get("EMBER_LAYOUT", "auto"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", get_target(self.target))
@@ -35,6 +38,8 @@ class CompileOptions:
             raise EmberError(f"threads must be a positive integer, got {self.threads!r}")
         if self.opt_level not in (0, 1, 2, 3):
             raise EmberError(f"opt_level must be 0..3, got {self.opt_level!r}")
+        if self.layout not in ("auto", "nchw"):
+            raise EmberError(f"layout must be 'auto' or 'nchw', got {self.layout!r}")
         if self.int8_numerics not in ("micro", "litert"):
             raise EmberError(f"int8_numerics must be 'micro' or 'litert', got "
                              f"{self.int8_numerics!r}")

@@ -79,9 +79,10 @@ def lower_for_export(model: "str | os.PathLike", options: CompileOptions | None 
     placed in the arena where that takes less RAM than buffers of their own (a large input
     that dies early: VWW's image), as TFLite Micro's arena holds them."""
     from ember.driver import import_model, optimize
-    options = replace(options or CompileOptions(), threads=1)
+    # NCHW throughout: a microcontroller's RAM would hold the layout changes' copies
+    options = replace(options or CompileOptions(), threads=1, layout="nchw")
     graph, _ = import_model(model, options)
-    graph = optimize(graph, options, channels_last=False)
+    graph = optimize(graph, options)
     apart = lower_graph(graph, threads=1, vector_bytes=EMBEDDED_VECTOR_BYTES,
                         arena_align=EMBEDDED_ARENA_ALIGN, simd_pragmas=False)
     inside = with_io_in_arena(apart)

@@ -7,6 +7,13 @@ from conftest import check_node, make_model
 from ember.errors import EmberError
 
 
+@pytest.fixture(autouse=True)
+def nchw_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of the NCHW kernels: choose-layout must not move their convs."""
+    monkeypatch.setenv("EMBER_LAYOUT", "nchw")
+
+
+
 def _conv(rng, x_shape, w_shape, attrs=None, bias=True, dtype=np.float32, op="Conv",
           weights_as_input=False, **tol):
     if dtype == np.float64:      # onnxruntime has no double Conv/ConvTranspose kernels

@@ -6,6 +6,13 @@ from onnx import helper
 import ember
 from conftest import check_conv_chain, make_model, run_ort
 
+
+@pytest.fixture(autouse=True)
+def nchw_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of the NCHW kernels: choose-layout must not move their convs."""
+    monkeypatch.setenv("EMBER_LAYOUT", "nchw")
+
+
 MARK = "static const int32_t offs["      # only the direct kernel declares its tap table
 
 

@@ -7,6 +7,13 @@ from onnx import helper
 import ember
 from conftest import check_conv_chain, make_model, run_ort
 
+
+@pytest.fixture(autouse=True)
+def nchw_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of the NCHW kernels: choose-layout must not move their convs."""
+    monkeypatch.setenv("EMBER_LAYOUT", "nchw")
+
+
 MARK = "__builtin_prefetch(xc + "      # only the pointwise kernel prefetches its input rows
 CLIP = ("Clip", {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})
 

@@ -73,10 +73,22 @@ def test_large_maps_and_other_convs_stay_nchw():
     assert after.count("MatMul") == 1 and after.count("Conv(") == 3
 
 
-def test_export_keeps_nchw():
-    assert "choose-layout" in pass_names()
+def test_layout_option_and_export_keep_nchw(rng):
+    """CompileOptions.layout="nchw" (what `ember export` uses) leaves every conv as it is;
+    a layout it does not know is a clear error."""
+    import pytest
+
+    import ember
     from ember.passes.pipeline import default_pipeline
+    assert "choose-layout" in pass_names()
     assert "choose-layout" not in [p.name for p in default_pipeline(3, channels_last=False)]
+    x = rng.standard_normal((1, 8, 7, 7)).astype(np.float32)
+    model = make_model([N("Conv", ["x", "w"], ["y"])], {"x": x}, ["y"],
+                       {"w": _weights(rng, 16, 8, 1, 1)})
+    assert "_matmul(" in ember.compile(model).source
+    assert "_matmul(" not in ember.compile(model, layout="nchw").source
+    with pytest.raises(ember.EmberError, match="layout must be 'auto' or 'nchw'"):
+        ember.compile(model, layout="nhwc")
 
 
 def test_pointwise_chain_values_with_outputs_inside_the_region(rng):

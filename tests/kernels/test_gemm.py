@@ -13,6 +13,13 @@ from conftest import make_model, run_ort
 from ember.kernels.gemm import pack_a, pack_b
 from ember.lower.schedule import Schedule, gemm_tiles
 
+
+@pytest.fixture(autouse=True)
+def nchw_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of the NCHW kernels: choose-layout must not move their convs."""
+    monkeypatch.setenv("EMBER_LAYOUT", "nchw")
+
+
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 
 

@@ -139,13 +139,17 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     return padded.reshape(k, -1, nr).transpose(1, 0, 2).reshape(-1).copy()
 
 
-def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) -> None:
+def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
+                      in_region: bool = False) -> None:
     """Write the loop nest computing `g` into ctx.w (see the module docstring). With `final`
-    None, the sums are the result (no epilogue, bias or scaling)."""
+    None, the sums are the result (no epilogue, bias or scaling). `in_region`: the code runs
+    inside the caller's OpenMP parallel region (every thread of ctx.schedule.threads), so the
+    work items are shared with `omp for`, not a region of their own."""
     w: CWriter = ctx.w
     ctx.require(f"sgemm{t.mr}x{t.nr}", gemm_support_c(t))
     items = math.prod(e for _, e in g.batch) * t.m_parts * t.n_parts
-    kc_max, threads = min(t.kc, g.k), min(ctx.schedule.threads, items)
+    kc_max = min(t.kc, g.k)
+    threads = ctx.schedule.threads if in_region else min(ctx.schedule.threads, items)
     m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
     n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
     if isinstance(g.a, Strided) and g.a.cs == 1 and a_rows_in_place(t, g.a.rs):
@@ -161,7 +165,8 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None) ->
         ctx.request_scratch(threads * per_thread * 4)
     if threads > 1:
         w.line("extern int omp_get_thread_num(void);")
-        w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static)")
+        w.line("#pragma omp for schedule(static)" if in_region else
+               f"#pragma omp parallel for num_threads({threads}) schedule(static)")
     with w.block(f"for (int64_t item = 0; item < {items}; ++item)"):
         if per_thread:
             me = "omp_get_thread_num()" if threads > 1 else "0"

@@ -154,15 +154,15 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     gemm = BlockedGemm(cout, tiles, cin, (("xi", xis),), a, b, f"wm + xi*{cout * tiles}", tiles)
     # Any scratch the GEMM asks for (none with both operands packed) stays at the start of
     # scratch; V, M and the transforms' per-thread buffers follow.
+    threads = ctx.schedule.threads
     gemm_code = CWriter()
     ctx.w = gemm_code
     try:
-        emit_blocked_gemm(ctx, gemm, t, None)
+        emit_blocked_gemm(ctx, gemm, t, None, in_region=threads > 1)
     finally:
         ctx.w = w
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
     work = max(plan.input_work()[-1], plan.output_work())
-    threads = ctx.schedule.threads
     v_floats, m_floats = xis * cin * plan.tiles_padded, xis * cout * tiles
     ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + threads * work))
 
@@ -172,11 +172,19 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     w.line(f"float *restrict wv = (float *)scratch + {gemm_floats};   /* V[36][T/16][Cin][16] */")
     w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
     w.line(f"float *restrict work = wm + {m_floats};   /* per thread */")
+    # With threads, one parallel region per image: its three phases share their loops with
+    # `omp for` (a barrier between phases), where three regions each woke and joined the
+    # team (ResNet-8's 16->16 32x32 conv ran no quicker on 2 threads than on 1).
     with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
-        _emit_input_transform(ctx, plan, threads, work)
+        if threads > 1:
+            w.line("extern int omp_get_thread_num(void);")
+            w.line(f"#pragma omp parallel num_threads({threads})")
+        with w.block(""):
+            _emit_input_transform(ctx, plan, threads, work)
+            with w.block("if (!big)"):      # every thread reads it after the loop's barrier
+                w.lines(gemm_code.text())
+                _emit_output_transform(ctx, plan, threads, work)
         w.line("if (big) break;")
-        w.lines(gemm_code.text())
-        _emit_output_transform(ctx, plan, threads, work)
     with w.block("if (big)"):
         emit_conv_gemm(ctx, g)
 
@@ -199,14 +207,13 @@ def _emit_apply(w: CWriter, matrix, load, store) -> None:
         w.line(f"{store(i)} = {_combo(row, [f's{k}' for k in range(cols)])};")
 
 
-def _thread_buffer(w: CWriter, threads: int, trips: int, work: int, clause: str = "") -> str:
-    """Mark the next channel loop parallel (with an OpenMP `clause`) when the schedule has
-    threads; returns the line pointing `buf` at the thread's share of the transforms' work
-    space, to open that loop's body."""
-    if threads <= 1 or trips <= 1:
+def _thread_buffer(w: CWriter, threads: int, work: int, clause: str = "") -> str:
+    """Share the next channel loop among the region's threads (with an OpenMP `clause`) when
+    the schedule has threads; returns the line pointing `buf` at the thread's share of the
+    transforms' work space, to open that loop's body."""
+    if threads <= 1:
         return "float *restrict buf = work;"
-    w.line("extern int omp_get_thread_num(void);")
-    w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static) {clause}")
+    w.line(f"#pragma omp for schedule(static) {clause}")
     return f"float *restrict buf = work + (int64_t)omp_get_thread_num()*{work};"
 
 
@@ -230,7 +237,7 @@ def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
     rp, hp = plan.p_row, th + 1
     at_p, at_pc, at_e, _ = plan.input_work()
     lo, hi = min(px, plan.row), min(px + wd, plan.row)      # where image columns land in pr
-    buffer_line = _thread_buffer(w, threads, cin, work, "reduction(|:big)")
+    buffer_line = _thread_buffer(w, threads, work, "reduction(|:big)")
     with w.block(f"for (int64_t c = 0; c < {cin}; ++c)"):
         w.line(buffer_line)
         w.line(f"float *restrict pr = buf, *restrict P = buf + {at_p}, *restrict Pc = buf + "
@@ -281,7 +288,7 @@ def _emit_output_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
     cout, (oh, ow) = g.out_channels, g.out_sp
     tw, tiles = plan.tw, plan.tiles
     bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
-    buffer_line = _thread_buffer(w, threads, cout, work)
+    buffer_line = _thread_buffer(w, threads, work)
     with w.block(f"for (int64_t co = 0; co < {cout}; ++co)"):
         w.line(buffer_line)
         w.line(f"float *restrict tm = buf, *restrict Y = buf + {24 * tiles}, "

@@ -113,7 +113,7 @@ def test_zoo_sized_conv_by_the_heuristic(threads, rng):
     assert "V[36]" in source
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("where", ["first image", "second image"])
 def test_non_finite_inputs_take_the_gemm_path(where, threads, rng, forced):
     """NaN and Inf stay where a direct convolution puts them (Winograd would smear them over

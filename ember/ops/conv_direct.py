@@ -27,7 +27,7 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.lower.schedule import direct_conv_pays
-from ember.ops.window import Window, parallel_for
+from ember.ops.window import Window, parallel_region, share_loop
 from ember.ops.window_plane import (LANES, VEC, PlaneWindow, emit_padded_copy, emit_vector_types,
                                     plane_window, splat)
 
@@ -86,35 +86,34 @@ def emit_conv_direct(ctx, g: ConvGeometry) -> None:
     wk = ctx.pack_constant(packed.reshape(blocks, CO, taps).transpose(0, 2, 1), replaces=1)
     acc_floats = _round(blocks * CO * owp)
     rows = g.batch * out_h
-    parallel_rows = threads > 1 and rows > 1
-    scratch = ctx.request_scratch(4 * (images * plane
-                                       + (threads if parallel_rows else 1) * acc_floats))
+    scratch = ctx.request_scratch(4 * (images * plane + threads * acc_floats))
     emit_vector_types(w)
     w.line(f"float *restrict planes = (float *){scratch};")
-    parallel_for(w, threads, images)
-    with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
-        emit_padded_copy(w, rp, f"{ctx.ins[0]} + im * {pw.in_h * pw.in_w}",
-                         f"(planes + im * {plane})", "0.0f", shuffles=True)
     w.line(f"static const int32_t offs[{taps}] = {{{', '.join(map(str, offsets))}}};")
-    parallel_for(w, threads, rows, thread_id=True)
-    with w.block(f"for (int64_t nr = 0; nr < {rows}; ++nr)"):
-        w.line(f"const int64_t n = nr / {out_h}, oh = nr % {out_h};")
-        mine = f" + (int64_t)omp_get_thread_num() * {acc_floats}" if parallel_rows else ""
-        w.line(f"float *restrict acc = planes + {images * plane}{mine};")
-        w.line(f"const float *restrict xrow = planes + n * {c_in * plane} + oh * {sh * rp.pitch};")
-        with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
-            w.line(f"const float *restrict wb = {wk} + cb * {taps * CO};")
-            w.line(f"float *restrict ab = acc + cb * {CO * owp};")
-            w.line("int64_t q = 0;")
-            if owp >= NV * LANES:
-                with w.block(f"for (; q <= {owp - NV * LANES}; q += {NV * LANES})"):
-                    _emit_block(w, NV, taps, owp)
-                    _emit_store(ctx, g, out_h, out_w, owp, NV)
-            tail = owp % (NV * LANES) // LANES        # vectors left: one narrower block
-            if tail:
-                with w.block(""):
-                    _emit_block(w, tail, taps, owp)
-                    _emit_store(ctx, g, out_h, out_w, owp, tail)
+    with parallel_region(w, threads):      # the copies, then the rows: one team
+        share_loop(w, threads)
+        with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
+            emit_padded_copy(w, rp, f"{ctx.ins[0]} + im * {pw.in_h * pw.in_w}",
+                             f"(planes + im * {plane})", "0.0f", shuffles=True)
+        share_loop(w, threads)
+        with w.block(f"for (int64_t nr = 0; nr < {rows}; ++nr)"):
+            w.line(f"const int64_t n = nr / {out_h}, oh = nr % {out_h};")
+            mine = f" + (int64_t)omp_get_thread_num() * {acc_floats}" if threads > 1 else ""
+            w.line(f"float *restrict acc = planes + {images * plane}{mine};")
+            w.line(f"const float *restrict xrow = planes + n * {c_in * plane} + oh * {sh * rp.pitch};")
+            with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
+                w.line(f"const float *restrict wb = {wk} + cb * {taps * CO};")
+                w.line(f"float *restrict ab = acc + cb * {CO * owp};")
+                w.line("int64_t q = 0;")
+                if owp >= NV * LANES:
+                    with w.block(f"for (; q <= {owp - NV * LANES}; q += {NV * LANES})"):
+                        _emit_block(w, NV, taps, owp)
+                        _emit_store(ctx, g, out_h, out_w, owp, NV)
+                tail = owp % (NV * LANES) // LANES        # vectors left: one narrower block
+                if tail:
+                    with w.block(""):
+                        _emit_block(w, tail, taps, owp)
+                        _emit_store(ctx, g, out_h, out_w, owp, tail)
 
 
 def _emit_block(w, nv: int, taps: int, owp: int) -> None:

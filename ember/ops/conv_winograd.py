@@ -40,6 +40,7 @@ from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack
 from ember.lower.schedule import (WINOGRAD_ALPHA, WINOGRAD_NR, WINOGRAD_TILE, gemm_tiles,
                                   winograd_pays)
 from ember.ops.conv_gemm import emit_conv_gemm
+from ember.ops.window import parallel_region, share_loop
 from ember.render.cwriter import CWriter
 
 if TYPE_CHECKING:
@@ -176,10 +177,7 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     # `omp for` (a barrier between phases), where three regions each woke and joined the
     # team (ResNet-8's 16->16 32x32 conv ran no quicker on 2 threads than on 1).
     with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
-        if threads > 1:
-            w.line("extern int omp_get_thread_num(void);")
-            w.line(f"#pragma omp parallel num_threads({threads})")
-        with w.block(""):
+        with parallel_region(w, threads):
             _emit_input_transform(ctx, plan, threads, work)
             with w.block("if (!big)"):      # every thread reads it after the loop's barrier
                 w.lines(gemm_code.text())
@@ -213,7 +211,7 @@ def _thread_buffer(w: CWriter, threads: int, work: int, clause: str = "") -> str
     transforms' work space, to open that loop's body."""
     if threads <= 1:
         return "float *restrict buf = work;"
-    w.line(f"#pragma omp for schedule(static) {clause}")
+    share_loop(w, threads, clause)
     return f"float *restrict buf = work + (int64_t)omp_get_thread_num()*{work};"
 
 

@@ -201,11 +201,11 @@ def parallel_region(w: CWriter, threads: int) -> Iterator[None]:
         yield
 
 
-def share_loop(w: CWriter, threads: int) -> None:
+def share_loop(w: CWriter, threads: int, clause: str = "") -> None:
     """Share the next loop among the threads of the enclosing parallel_region (a barrier
-    follows it)."""
+    follows it), with an OpenMP `clause` (a reduction)."""
     if threads > 1:
-        w.line("#pragma omp for schedule(static)")
+        w.line(f"#pragma omp for schedule(static) {clause}".rstrip())
 
 
 def parallel_for(w: CWriter, threads: int, trips: int, thread_id: bool = False) -> bool:

@@ -231,6 +231,18 @@ def winograd_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
     return saving > 1 + 14 * (1 / cin + 1 / cout)
 
 
+def winograd2_pays(cin: int, cout: int, oh: int, ow: int) -> bool:
+    """Whether F(2x2, 3x3) (ops/conv_winograd2.py) beats the GEMM convolution where F(4x4)
+    does not: its multiplies (16 per 2x2 tile, tiles in whole 16-tile panels) against the
+    direct 9 per output, with channels enough for the transforms. 1 thread, per kernel,
+    against the GEMM: 64 -> 64 at 8x8 (ResNet-8) 126 -> 74 us, 160 -> 160 at 7x7 713 -> 393,
+    512 -> 512 at 7x7 (ResNet-18) 6.88 -> 4.16 ms. The channel threshold is a guess (the
+    transforms cost a few GEMM multiply-adds per channel), not yet fitted."""
+    tiles = -(-oh // 2) * -(-ow // 2)
+    saving = 9 * oh * ow / (16 * WINOGRAD_NR * -(-tiles // WINOGRAD_NR))
+    return min(cin, cout) >= 16 and saving > 1 + 8 * (1 / cin + 1 / cout)
+
+
 #: bytes of an L1 way (32 KiB, 8-way): rows a multiple of this apart share their cache sets
 _L1_WAY_BYTES = 4096
 

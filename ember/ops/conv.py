@@ -24,6 +24,7 @@ from ember.ops.conv_direct import direct_conv_applies, emit_conv_direct
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
 from ember.ops.conv_pointwise import emit_conv_pointwise, pointwise_direct_applies
 from ember.ops.conv_winograd import emit_conv_winograd, winograd_applies
+from ember.ops.conv_winograd2 import emit_conv_winograd2, winograd2_applies
 from ember.ops.depthwise import emit_depthwise, is_depthwise
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
@@ -131,6 +132,9 @@ class Conv(OpDef):
             return
         if winograd_applies(node, g):
             emit_conv_winograd(ctx, g)
+            return
+        if winograd2_applies(node, g):
+            emit_conv_winograd2(ctx, g)
             return
         if conv_gemm_applies(node, g):
             emit_conv_gemm(ctx, g)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,11 @@ from ember.bench.stats import max_abs_diff, split_runs, summarize
 
 #: timed runs are spread over at most this many interleaved rounds
 ROUNDS = 10
+#: idle seconds before each batch of timed runs: the previous runtime's thread pool stops
+#: spinning first (onnxruntime's keeps a core busy ~50 ms after its last run), so no runtime
+#: starts a batch on a busy machine (Ember's 2-thread ResNet-8 ran 0.55 ms right after an
+#: onnxruntime batch, 0.34 ms alone)
+SETTLE_S = 0.2
 #: variables that size the thread pools of OpenMP, MKL, OpenBLAS and friends
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -221,6 +227,7 @@ class _Session:
         order = live[offset % len(live):] + live[:offset % len(live)] if live else []
         batches = {}
         for runtime in order:
+            time.sleep(SETTLE_S)
             reply = self.call(runtime, lambda: self.workers[runtime].request(op="time", runs=runs))
             if reply is not None:
                 batches[runtime] = reply["times"]

@@ -30,7 +30,7 @@ from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, 
 from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
                                   im2col_gathered, pointwise_in_place, strided_rows_in_place)
 from ember.ops.registry import same_layout_inputs
-from ember.ops.window import parallel_for
+from ember.ops.window import parallel_region, share_loop
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -134,25 +134,39 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     stored as they are; other widths run over "virtual" positions oy*Wq + ox, which include
     each row's right-hand padding columns, into scratch, their sums dropped when stored."""
     w = ctx.w
-    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
     hq, wq = _phase_grid(d)
-    phases = d.sy * d.sx
-    plane = phases * hq * wq
+    plane = d.sy * d.sx * hq * wq
     mapped = d.ow % t.lanes == 0
-    k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
+    n = (d.oh - 1) * wq + d.ow
     images = g.batch * g.in_channels
     image_floats = _round16(images * plane + t.nr)         # nr - 1 readable floats past the end
     vout_floats = 0 if mapped else g.batch * g.out_channels * n
     ctx.request_scratch(4 * (image_floats + vout_floats))
     w.line("float *restrict xpad = (float *)scratch;")
-    _emit_pad_copy(ctx, d, images, image_floats)
+    w.line(f"memset(xpad + {images * plane}, 0, sizeof(float)*{image_floats - images * plane});")
+    # The copy and the GEMM share one parallel region (one wake-up of the team, a barrier
+    # between them).
+    with parallel_region(w, ctx.schedule.threads):
+        _emit_rows_gemm(ctx, g, d, t, images, image_floats)
+
+
+def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
+                    image_floats: int) -> None:
+    """_emit_padded_direct's copy, then its GEMM reading the copy's rows in place."""
+    w = ctx.w
+    cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
+    hq, wq = _phase_grid(d)
+    plane = d.sy * d.sx * hq * wq
+    k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
+    in_region = ctx.schedule.threads > 1
+    _emit_pad_copy(ctx, d, images)
     offsets = np.array([((c * d.sy + ky * d.dy % d.sy) * d.sx + kx * d.dx % d.sx) * hq * wq
                         + ky * d.dy // d.sy * wq + kx * d.dx // d.sx
                         for c in range(cg) for ky in range(d.kh) for kx in range(d.kw)], np.int64)
     image = f"(xpad + (n*{g.in_channels} + g*{cg})*{plane})"
-    if mapped:
+    if d.ow % t.lanes == 0:         # output rows of whole vectors: mapped onto the copy's
         b = RowOffsets(image, ctx.pack_constant(offsets), d.ow, wq)
-        _positions_gemm(ctx, g, d, t, b)
+        _positions_gemm(ctx, g, d, t, b, in_region)
         return
     t = gemm_tiles(ctx.schedule, mg, n, k, g.batch * g.groups)
     w.line(f"float *restrict vout = xpad + {image_floats};")
@@ -168,7 +182,7 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
             at = f"(n*{g.out_channels} + mo)*{d.oh * d.ow} + oy*{d.ow} + ox"
             ctx.store(["n", "mo"] + sp, at, _biased(ctx, g, i, value))
 
-    emit_blocked_gemm(ctx, gemm, t, final)
+    emit_blocked_gemm(ctx, gemm, t, final, in_region)
 
 
 def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
@@ -193,9 +207,10 @@ def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     _positions_gemm(ctx, g, d, t, PackedConst(f"(bfull + (n*{g.groups} + g)*{size})"))
 
 
-def _positions_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, b) -> None:
+def _positions_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, b, in_region: bool = False
+                    ) -> None:
     """out[n, g] (output channels x positions) = weights x b, per image and group, through
-    the bias and the fused epilogue."""
+    the bias and the fused epilogue (inside the caller's parallel region: `in_region`)."""
     mg, n = g.out_channels // g.groups, d.oh * d.ow
     k = g.in_channels // g.groups * d.kh * d.kw
     out = f"{ctx.outs[0]} + (n*{g.out_channels} + g*{mg})*{n}"
@@ -206,7 +221,8 @@ def _positions_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, b) -> None:
     def final(i: str, j: str, value: str) -> None:
         store(j, _biased(ctx, g, i, value))
 
-    emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None)
+    emit_blocked_gemm(ctx, gemm, t, final if g.has_bias or ctx.epilogue is not None else None,
+                      in_region)
 
 
 def _im2col_table(d: ConvWindow2d, cg: int, nr: int) -> np.ndarray:
@@ -254,7 +270,7 @@ def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     body.lines(gemm_text)
 
 
-def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:
+def _emit_pad_copy(ctx, d: ConvWindow2d, images: int) -> None:
     """xpad[image][phase] = the image's padded rows and columns of that stride phase
     (_phase_grid), zero outside the image; zeros past the last image. Each input row is
     split once into its column phases, each a loop with constant bounds that GCC
@@ -262,7 +278,7 @@ def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None
     w = ctx.w
     hq, wq = _phase_grid(d)
     phases = d.sy * d.sx
-    parallel_for(w, ctx.schedule.threads, images)
+    share_loop(w, ctx.schedule.threads)
     with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
         w.line(f"const float *restrict src = {ctx.ins[0]} + im*{d.h * d.w};")
         w.line(f"float *restrict dst = xpad + im*{phases * hq * wq};")
@@ -287,8 +303,6 @@ def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None
                            f"q[s] = srow[s*{d.sx} + {rx - d.px}];")
                     if hi < wq:
                         w.line(f"for (int64_t s = {hi}; s < {wq}; ++s) q[s] = 0.0f;")
-    w.line(f"memset(xpad + {images * phases * hq * wq}, 0, "
-           f"sizeof(float)*{image_floats - images * phases * hq * wq});")
 
 
 def _position_store(ctx, g: ConvGeometry, d: ConvWindow2d):

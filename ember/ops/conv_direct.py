@@ -28,8 +28,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.lower.schedule import direct_conv_pays
 from ember.ops.window import Window, parallel_region, share_loop
-from ember.ops.window_plane import (LANES, VEC, PlaneWindow, emit_padded_copy, emit_vector_types,
-                                    plane_window, splat)
+from ember.ops.window_plane import (LANES, VEC, PlaneWindow, emit_broadcast_fmas, emit_padded_copy,
+                                    emit_sums_store, emit_vector_types, plane_window, splat)
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -123,15 +123,9 @@ def _emit_block(w, nv: int, taps: int, owp: int) -> None:
     w.line(f"{VEC} " + ", ".join(f"{s} = {zero}" for row in sums for s in row) + ";")
     with w.block(f"for (int64_t t = 0; t < {taps}; ++t)"):
         w.line("const float *restrict xt = xrow + offs[t] + q;")
-        w.line(f"const {VEC} " + ", ".join(f"x{v} = *(const {VEC} *)(xt + {v * LANES})"
-                                           for v in range(nv)) + ";")
         w.line(f"const float *restrict wt = wb + t * {CO};")
-        for i in range(CO):
-            w.line(f"const {VEC} w{i} = {splat(f'wt[{i}]')};")
-            w.line(" ".join(f"{sums[i][v]} += w{i} * x{v};" for v in range(nv)))
-    for i in range(CO):
-        w.line(" ".join(f"*({VEC} *)(ab + {i * owp} + q + {v * LANES}) = {sums[i][v]};"
-                        for v in range(nv)))
+        emit_broadcast_fmas(w, "xt", nv, "wt", CO, sums)
+    emit_sums_store(w, sums, owp, "ab + q")
 
 
 def _emit_store(ctx, g: ConvGeometry, out_h: int, out_w: int, owp: int, nv: int) -> None:

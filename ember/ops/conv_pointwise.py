@@ -26,7 +26,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.lower.schedule import pointwise_direct_pays
 from ember.ops.window import parallel_for
-from ember.ops.window_plane import LANES, VEC, emit_vector_types, splat
+from ember.ops.window_plane import (LANES, VEC, emit_broadcast_fmas, emit_sums_store,
+                                    emit_vector_types, splat)
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -126,15 +127,9 @@ def _emit_positions(ctx, g: ConvGeometry, co: int, k: int, s: int) -> None:
             # the next strip's lines (a 112x112 map's rows stream from L3: 32 -> 16 1.07x)
             for off in range(0, NV * LANES, _LINE_FLOATS):
                 w.line(f"__builtin_prefetch(xc + {s + off}, 0, 3);")
-            w.line(f"const {VEC} " + ", ".join(f"x{v} = *(const {VEC} *)(xc + {v * LANES})"
-                                               for v in range(NV)) + ";")
             w.line(f"const float *restrict wc = wb + c * {CO};")
-            for i in range(co):
-                w.line(f"const {VEC} w{i} = {splat(f'wc[{i}]')};")
-                w.line(" ".join(f"{sums[i][v]} += w{i} * x{v};" for v in range(NV)))
-        for i in range(co):
-            w.line(" ".join(f"*({VEC} *)(ab + {i * s} + q + {v * LANES}) = {sums[i][v]};"
-                            for v in range(NV)))
+            emit_broadcast_fmas(w, "xc", NV, "wc", co, sums)
+        emit_sums_store(w, sums, s, "ab + q")
         _emit_store(ctx, g, co, s, math.prod(g.out_sp))
 
 

@@ -249,6 +249,24 @@ def splat(scalar: str) -> str:
     return f"({scalar} - ({VEC}){{0}})"
 
 
+def emit_broadcast_fmas(w: CWriter, x: str, nv: int, weights: str, co: int,
+                        sums: list[list[str]]) -> None:
+    """One step of a co-channel x nv-vector register block (direct and 1x1 convs): nv input
+    vectors from `x`, co weights from `weights` broadcast, sums[i][v] += w_i * x_v."""
+    w.line(f"const {VEC} " + ", ".join(f"x{v} = *(const {VEC} *)({x} + {v * LANES})"
+                                       for v in range(nv)) + ";")
+    for i in range(co):
+        w.line(f"const {VEC} w{i} = {splat(f'{weights}[{i}]')};")
+        w.line(" ".join(f"{sums[i][v]} += w{i} * x{v};" for v in range(nv)))
+
+
+def emit_sums_store(w: CWriter, sums: list[list[str]], row: int, at: str) -> None:
+    """Store a register block's sums: channel i's vectors at `at` + i*row (floats)."""
+    for i, vectors in enumerate(sums):
+        w.line(" ".join(f"*({VEC} *)({at} + {i * row} + {v * LANES}) = {x};"
+                        for v, x in enumerate(vectors)))
+
+
 @contextlib.contextmanager
 def depthwise_channels(ctx, in_channels: int, mult: int, taps: int) -> Iterator[None]:
     """Inside a loop over planes `nc`: image n, input channel c, and each of its `mult`

@@ -59,6 +59,21 @@ def _add(base: str, term: str) -> str:
     return term if base == "0" else f"{base} + {term}"
 
 
+def _enter_loops(w: CWriter, loops: contextlib.ExitStack, dims: list[Dim], dst_base: int,
+                 src_base: int) -> tuple[str, str]:
+    """Open one loop per dim (closed with `loops`); the C names of the destination and
+    source offsets inside the innermost."""
+    dst_off, src_off = str(dst_base), str(src_base)
+    for k, d in enumerate(dims):
+        i = f"i{k}"
+        loops.enter_context(w.block(f"for (int64_t {i} = 0; {i} < {d.extent}; ++{i})"))
+        index = f"({d.src_index.format(i=i)})" if d.src_index is not None else i
+        w.line(f"const int64_t d{k} = {_add(dst_off, _term(i, d.dst_stride))};")
+        w.line(f"const int64_t s{k} = {_add(src_off, _term(index, d.src_stride))};")
+        dst_off, src_off = f"d{k}", f"s{k}"
+    return dst_off, src_off
+
+
 def emit_copy(w: CWriter, dst: str, src: str, dims: list[Dim], dtype: DType,
               dst_base: int = 0, src_base: int = 0) -> None:
     """dst[dst_base + sum(i_d * dst_stride_d)] = src[src_base + sum(idx_d * src_stride_d)]."""
@@ -74,15 +89,8 @@ def emit_copy(w: CWriter, dst: str, src: str, dims: list[Dim], dtype: DType,
         dims = dims[:-1]
     else:
         inner = None
-    dst_off, src_off = str(dst_base), str(src_base)
     with contextlib.ExitStack() as loops:
-        for k, d in enumerate(dims):
-            i = f"i{k}"
-            loops.enter_context(w.block(f"for (int64_t {i} = 0; {i} < {d.extent}; ++{i})"))
-            index = f"({d.src_index.format(i=i)})" if d.src_index is not None else i
-            w.line(f"const int64_t d{k} = {_add(dst_off, _term(i, d.dst_stride))};")
-            w.line(f"const int64_t s{k} = {_add(src_off, _term(index, d.src_stride))};")
-            dst_off, src_off = f"d{k}", f"s{k}"
+        dst_off, src_off = _enter_loops(w, loops, dims, dst_base, src_base)
         if inner is not None:
             w.line(f"memcpy({dst} + {dst_off}, {src} + {src_off}, "
                    f"{inner.extent * dtype.itemsize});")
@@ -109,14 +117,8 @@ def _emit_tiled_transpose(w: CWriter, dst: str, src: str, dims: list[Dim], dst_b
                           src_base: int) -> None:
     """The copy with its last two dims walked in _TILE x _TILE tiles (the rest as emit_copy)."""
     outer, inner = dims[-2], dims[-1]
-    dst_off, src_off = str(dst_base), str(src_base)
     with contextlib.ExitStack() as loops:
-        for k, d in enumerate(dims[:-2]):
-            i = f"i{k}"
-            loops.enter_context(w.block(f"for (int64_t {i} = 0; {i} < {d.extent}; ++{i})"))
-            w.line(f"const int64_t d{k} = {_add(dst_off, _term(i, d.dst_stride))};")
-            w.line(f"const int64_t s{k} = {_add(src_off, _term(i, d.src_stride))};")
-            dst_off, src_off = f"d{k}", f"s{k}"
+        dst_off, src_off = _enter_loops(w, loops, dims[:-2], dst_base, src_base)
         t = _TILE
         with w.block(f"for (int64_t a0 = 0; a0 < {outer.extent}; a0 += {t})"), \
                 w.block(f"for (int64_t b0 = 0; b0 < {inner.extent}; b0 += {t})"):

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value
 from ember.passes.base import Pass
-from ember.passes.rewrite import is_elementwise, is_plain, output_ids
+from ember.passes.rewrite import is_elementwise, is_plain, output_ids, reshape_node
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,4 @@ def _as_reshape(node: Node) -> Node:
     moved = [p for p in perm_of(node) if x.type.shape[p] != 1]
     if moved != sorted(moved) or 0 in x.type.shape:
         return node
-    shape = const_value(np.array(out.type.shape, np.int64), dt.I64)
-    # (Reshape takes its shape as an input from opset 5 on; a model older than that still
-    # gets this node at a newer opset.)
-    return Node("Reshape", [x, shape], [out], {"allowzero": 0}, node.name, max(node.opset, 14))
+    return reshape_node(x, out, node)

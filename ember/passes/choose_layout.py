@@ -23,7 +23,8 @@ producer. Inside, a [N, C, H, W] tensor is the matrix [N*H*W, C]: a value
 from outside enters through Transpose (0, 2, 3, 1) and Reshape (a view), a value read outside
 (or a graph output) leaves through Reshape and Transpose (0, 3, 1, 2), once per value.
 
-    before:  %1 = Conv(%0, const f32[8,1,3,3], const f32[8]) {group=8, pads=[1, 1, 1, 1]} : f32[1,8,7,7]
+    before:  %1 = Conv(%0, const f32[8,1,3,3], const f32[8]) {group=8, pads=[1,1,1,1]}
+                  : f32[1,8,7,7]
              %2 = Relu(%1) : f32[1,8,7,7]
              %3 = Conv(%2, const f32[16,8,1,1]) : f32[1,16,7,7]
     after:   %4 = Transpose(%0) {perm=[0, 2, 3, 1]} : f32[1,7,7,8]
@@ -49,7 +50,7 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value, topological_order
 from ember.ops.conv import ConvGeometry, conv_geometry
 from ember.passes.base import Pass
-from ember.passes.rewrite import is_elementwise, is_plain, output_ids, readers
+from ember.passes.rewrite import is_elementwise, is_plain, output_ids, readers, reshape_node
 
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -132,8 +133,10 @@ def _image_mean(node: Node) -> bool:
         return False
     if node.op == "GlobalAveragePool":
         return True
-    return (node.op == "AveragePool" and list(node.attrs.get("kernel_shape", [])) == list(x.type.shape[2:])
-            and not any(node.attrs.get("pads") or []) and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    whole_map = list(node.attrs.get("kernel_shape", [])) == list(x.type.shape[2:])
+    unpadded = (not any(node.attrs.get("pads") or [])
+                and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+    return (node.op == "AveragePool" and whole_map and unpadded
             and node.outputs[0].type.shape == x.type.shape[:2] + (1, 1))
 
 
@@ -209,10 +212,8 @@ class _Rewrite:
     def operand(self, v: Value, node: Node, made: list[Node]) -> Value:
         """Input `v` of `node` as the channels-last node reads it (entering if it comes from
         outside)."""
-        if v.is_const:
-            converted = _channel_const(v, node.outputs[0].type.shape[1]) \
-                if is_elementwise(node) else v
-            return converted if converted is not None else v
+        if v.is_const:      # (an elementwise node's constants all convert: _elementwise_fits)
+            return _channel_const(v, node.outputs[0].type.shape[1]) if is_elementwise(node) else v
         if v.id not in self.flat:
             self.flat[v.id] = _to_channels_last(v, node, made)
         return self.flat[v.id]
@@ -227,11 +228,6 @@ def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:
     return n * h * w, c
 
 
-def _reshape(x: Value, shape: tuple[int, ...], out: Value, like: Node) -> Node:
-    target = const_value(np.array(shape, np.int64), dt.I64)
-    return Node("Reshape", [x, target], [out], {"allowzero": 0}, like.name, max(like.opset, 14))
-
-
 def _moves_data(shape: tuple[int, ...]) -> bool:
     """Whether NCHW and channels-last order `shape`'s elements differently."""
     n, c, h, w = shape
@@ -241,22 +237,22 @@ def _moves_data(shape: tuple[int, ...]) -> bool:
 def _to_channels_last(v: Value, like: Node, made: list[Node]) -> Value:
     flat = Value(TensorType(v.type.dtype, _matrix(v.type.shape)))
     if not _moves_data(v.type.shape):
-        made.append(_reshape(v, flat.type.shape, flat, like))
+        made.append(reshape_node(v, flat, like))
         return flat
     n, c, h, w = v.type.shape
     nhwc = Value(TensorType(v.type.dtype, (n, h, w, c)))
     made.append(Node("Transpose", [v], [nhwc], {"perm": TO_CHANNELS_LAST}, like.name, like.opset))
-    made.append(_reshape(nhwc, flat.type.shape, flat, like))
+    made.append(reshape_node(nhwc, flat, like))
     return flat
 
 
 def _to_channels_first(flat: Value, v: Value, like: Node) -> list[Node]:
     """Nodes computing `v` (the original NCHW value, so its readers stay as they are)."""
     if not _moves_data(v.type.shape):
-        return [_reshape(flat, v.type.shape, v, like)]
+        return [reshape_node(flat, v, like)]
     n, c, h, w = v.type.shape
     nhwc = Value(TensorType(v.type.dtype, (n, h, w, c)))
-    return [_reshape(flat, nhwc.type.shape, nhwc, like),
+    return [reshape_node(flat, nhwc, like),
             Node("Transpose", [nhwc], [v], {"perm": TO_CHANNELS_FIRST}, like.name, like.opset)]
 
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ember.graph.ir import Graph, Node, Value, topological_order
+import numpy as np
+
+from ember.graph import dtypes as dt
+from ember.graph.ir import Graph, Node, Value, const_value, topological_order
 from ember.ops.elementwise import SCALAR_OPS, Program, operands, scalar_attrs
 
 #: attributes the fusion passes set; a node carrying one is no longer a plain ONNX op
@@ -66,3 +69,11 @@ def splice(graph: Graph, replaced: dict[int, Node | list[Node]], removed: Iterab
         new = replaced.get(id(n), n)
         nodes.extend(new if isinstance(new, list) else [new])
     graph.nodes = topological_order(nodes, graph.inputs)
+
+
+def reshape_node(x: Value, out: Value, like: Node) -> Node:
+    """A Reshape of `x` into `out`'s shape (a view), named and versioned after `like`.
+    (Reshape takes its shape as an input from opset 5 on; a model older than that still gets
+    this node at a newer opset.)"""
+    shape = const_value(np.array(out.type.shape, np.int64), dt.I64)
+    return Node("Reshape", [x, shape], [out], {"allowzero": 0}, like.name, max(like.opset, 14))

@@ -7,6 +7,7 @@ import pytest
 from onnx import helper
 
 import ember
+from ember.lower import schedule
 
 DEFAULT_OPSET = 17
 
@@ -97,3 +98,13 @@ def check_conv_chain(x: np.ndarray, inits: dict[str, np.ndarray], attrs: dict,
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def small_kernels_threaded_too(request, monkeypatch):
+    """A test compiling with threads gets them on every kernel: the threshold that keeps a
+    kernel of little work on one thread (schedule.PARALLEL_MIN_FLOPS) would leave the small
+    shapes of tests serial, their split loops and barriers unexercised. Tests of the
+    threshold itself are marked `parallel_threshold`."""
+    if request.node.get_closest_marker("parallel_threshold") is None:
+        monkeypatch.setattr(schedule, "PARALLEL_MIN_FLOPS", 0)

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ember.kernels.gemm_c import gemm_support_c
+from ember.lower.parallel import TEAM, part_loop, part_slot
 from ember.lower.schedule import GemmTiles, a_rows_in_place, b_block_columns
 from ember.render.cwriter import CWriter
 
@@ -142,11 +143,11 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
 def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
                       in_region: bool = False) -> None:
     """Write the loop nest computing `g` into ctx.w (see the module docstring). With `final`
-    None, the sums are the result (no epilogue, bias or scaling). `in_region`: the code runs
-    inside the caller's OpenMP parallel region (every thread of ctx.schedule.threads), so the
-    work items are shared with `omp for`, not a region of their own."""
+    None, the sums are the result (no epilogue, bias or scaling). `in_region`: one phase of a
+    team kernel (lower/parallel.py), so its work items are shared among every part."""
     w: CWriter = ctx.w
     ctx.require(f"sgemm{t.mr}x{t.nr}", gemm_support_c(t))
+    in_region = in_region or ctx.sharing == TEAM      # a team's phase: shared even if small
     items = math.prod(e for _, e in g.batch) * t.m_parts * t.n_parts
     kc_max = min(t.kc, g.k)
     threads = ctx.schedule.threads if in_region else min(ctx.schedule.threads, items)
@@ -161,15 +162,12 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
     a_floats = min(t.mc, m_part) * kc_max if a_packed else 0
     b_floats = kc_max * min(t.nc, n_part) if b_packed else 0
     per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
-    if per_thread:
-        ctx.request_scratch(threads * per_thread * 4)
-    if threads > 1:
-        w.line("extern int omp_get_thread_num(void);")
-        w.line("#pragma omp for schedule(static)" if in_region else
-               f"#pragma omp parallel for num_threads({threads}) schedule(static)")
-    with w.block(f"for (int64_t item = 0; item < {items}; ++item)"):
+    if per_thread:              # a slice per part (lower/parallel.py's parts: every thread)
+        ctx.request_scratch((ctx.schedule.threads if threads > 1 else 1) * per_thread * 4)
+    with (part_loop(ctx, "item", items) if threads > 1 else
+          w.block(f"for (int64_t item = 0; item < {items}; ++item)")):
         if per_thread:
-            me = "omp_get_thread_num()" if threads > 1 else "0"
+            me = part_slot(ctx) if threads > 1 else "0"
             w.line(f"float *restrict apack = (float *)scratch + (int64_t){me}*{per_thread};")
             w.line(f"float *restrict bpack = apack + {a_floats};")
             w.line("(void)apack; (void)bpack;")

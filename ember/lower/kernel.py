@@ -28,6 +28,7 @@ class Kernel:
     support: dict[str, str] = field(default_factory=dict)     # shared C routines it calls
     overwritable: tuple[int, ...] = ()  # inputs output 0 may overwrite (OpDef.overwritable_inputs)
     inplace: tuple[int, ...] = ()  # inputs reading the buffer output 0 overwrites (memory plan)
+    sharing: str | None = None     # how its parts share work (lower/parallel.py); None: serial
 
 
 @dataclass
@@ -46,6 +47,9 @@ class KernelContext:
     support: dict[str, str] = field(default_factory=dict)
     #: inputs output 0 may overwrite as this kernel was written (joins OpDef.overwritable_inputs)
     overwritable: tuple[int, ...] = ()
+    #: lower/parallel.py's record: the kernel's kind of sharing and its shared loops so far
+    sharing: str | None = None
+    shared_loops: int = 0
 
     def request_scratch(self, nbytes: int) -> str:
         """Reserve scratch memory for this kernel; returns the C name of its pointer."""

@@ -116,7 +116,7 @@ def lower_node(index: int, node: Node, schedule: Schedule) -> Kernel:
                          if inputs[k] is not None)
     return Kernel(f"k{index}_{_ident(node.op)}", covers, inputs, list(node.outputs),
                   ctx.w.text(), ctx.scratch_bytes, schedule, ctx.packed, ctx.support,
-                  overwritable)
+                  overwritable, sharing=ctx.sharing)
 
 
 def _ident(text: str) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
+from ember.lower.parallel import part_loop, part_slot
 from ember.ops.conv_direct import direct_conv_applies, emit_conv_direct
 from ember.ops.conv_gemm import conv_gemm_applies, emit_conv_gemm
 from ember.ops.conv_pointwise import emit_conv_pointwise, pointwise_direct_applies
@@ -28,7 +29,7 @@ from ember.ops.conv_winograd2 import emit_conv_winograd2, winograd2_applies
 from ember.ops.depthwise import emit_depthwise, is_depthwise
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, check_kernel, emit_valid_range, int_attr, linear,
-                              parallel_for, sliding_window, spatial_rank, transposed_window)
+                              sliding_window, spatial_rank, transposed_window)
 from ember.render.cwriter import CWriter
 
 
@@ -157,12 +158,12 @@ def emit_direct_conv(ctx, g: ConvGeometry) -> None:
     # in the "strided" one. Conv: dense = output (acc), strided = input; transposed: swapped.
     dense_sp, strided_sp = (g.in_sp, g.out_sp) if g.transposed else (g.out_sp, g.in_sp)
     threads = ctx.schedule.threads
-    parallel = parallel_for(w, threads, planes, thread_id=True)
+    parallel = threads > 1 and planes > 1
     scratch = ctx.request_scratch((threads if parallel else 1) * out_plane * T.itemsize)
     x, wt = ctx.ins[0], ctx.ins[1]
-    with w.block(f"for (int64_t nm = 0; nm < {planes}; ++nm)"):
+    with part_loop(ctx, "nm", planes):
         w.line(f"const int64_t n = nm / {c_out}, m = nm % {c_out}, g = m / {mg};")
-        mine = f" + (int64_t)omp_get_thread_num() * {out_plane}" if parallel else ""
+        mine = f" + {part_slot(ctx)} * {out_plane}" if parallel else ""
         w.line(f"{T.c} *restrict acc = ({T.c} *){scratch}{mine};")
         bias = f"{ctx.ins[2]}[m]" if g.has_bias else f"({T.c})0"
         with w.loops((out_plane,), "z") as (z,):

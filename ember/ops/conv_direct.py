@@ -26,8 +26,9 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
+from ember.lower.parallel import part_loop, part_slot, team
 from ember.lower.schedule import direct_conv_pays
-from ember.ops.window import Window, parallel_region, share_loop
+from ember.ops.window import Window
 from ember.ops.window_plane import (LANES, VEC, PlaneWindow, emit_broadcast_fmas, emit_padded_copy,
                                     emit_sums_store, emit_vector_types, plane_window, splat)
 
@@ -90,30 +91,28 @@ def emit_conv_direct(ctx, g: ConvGeometry) -> None:
     emit_vector_types(w)
     w.line(f"float *restrict planes = (float *){scratch};")
     w.line(f"static const int32_t offs[{taps}] = {{{', '.join(map(str, offsets))}}};")
-    with parallel_region(w, threads):      # the copies, then the rows: one team
-        share_loop(w, threads)
-        with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
-            emit_padded_copy(w, rp, f"{ctx.ins[0]} + im * {pw.in_h * pw.in_w}",
-                             f"(planes + im * {plane})", "0.0f", shuffles=True)
-        share_loop(w, threads)
-        with w.block(f"for (int64_t nr = 0; nr < {rows}; ++nr)"):
-            w.line(f"const int64_t n = nr / {out_h}, oh = nr % {out_h};")
-            mine = f" + (int64_t)omp_get_thread_num() * {acc_floats}" if threads > 1 else ""
-            w.line(f"float *restrict acc = planes + {images * plane}{mine};")
-            w.line(f"const float *restrict xrow = planes + n * {c_in * plane} + oh * {sh * rp.pitch};")
-            with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
-                w.line(f"const float *restrict wb = {wk} + cb * {taps * CO};")
-                w.line(f"float *restrict ab = acc + cb * {CO * owp};")
-                w.line("int64_t q = 0;")
-                if owp >= NV * LANES:
-                    with w.block(f"for (; q <= {owp - NV * LANES}; q += {NV * LANES})"):
-                        _emit_block(w, NV, taps, owp)
-                        _emit_store(ctx, g, out_h, out_w, owp, NV)
-                tail = owp % (NV * LANES) // LANES        # vectors left: one narrower block
-                if tail:
-                    with w.block(""):
-                        _emit_block(w, tail, taps, owp)
-                        _emit_store(ctx, g, out_h, out_w, owp, tail)
+    team(ctx)      # the copies, then the rows
+    with part_loop(ctx, "im", images):
+        emit_padded_copy(w, rp, f"{ctx.ins[0]} + im * {pw.in_h * pw.in_w}",
+                         f"(planes + im * {plane})", "0.0f", shuffles=True)
+    with part_loop(ctx, "nr", rows):
+        w.line(f"const int64_t n = nr / {out_h}, oh = nr % {out_h};")
+        mine = f" + {part_slot(ctx)} * {acc_floats}" if threads > 1 else ""
+        w.line(f"float *restrict acc = planes + {images * plane}{mine};")
+        w.line(f"const float *restrict xrow = planes + n * {c_in * plane} + oh * {sh * rp.pitch};")
+        with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
+            w.line(f"const float *restrict wb = {wk} + cb * {taps * CO};")
+            w.line(f"float *restrict ab = acc + cb * {CO * owp};")
+            w.line("int64_t q = 0;")
+            if owp >= NV * LANES:
+                with w.block(f"for (; q <= {owp - NV * LANES}; q += {NV * LANES})"):
+                    _emit_block(w, NV, taps, owp)
+                    _emit_store(ctx, g, out_h, out_w, owp, NV)
+            tail = owp % (NV * LANES) // LANES        # vectors left: one narrower block
+            if tail:
+                with w.block(""):
+                    _emit_block(w, tail, taps, owp)
+                    _emit_store(ctx, g, out_h, out_w, owp, tail)
 
 
 def _emit_block(w, nv: int, taps: int, owp: int) -> None:

@@ -27,10 +27,10 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
                                 Strided, emit_blocked_gemm, pack_a, pack_b)
+from ember.lower.parallel import part_loop, serial, team
 from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
                                   im2col_gathered, pointwise_in_place, strided_rows_in_place)
 from ember.ops.registry import same_layout_inputs
-from ember.ops.window import parallel_region, share_loop
 
 if TYPE_CHECKING:
     from ember.ops.conv import ConvGeometry
@@ -143,11 +143,8 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     vout_floats = 0 if mapped else g.batch * g.out_channels * n
     ctx.request_scratch(4 * (image_floats + vout_floats))
     w.line("float *restrict xpad = (float *)scratch;")
-    w.line(f"memset(xpad + {images * plane}, 0, sizeof(float)*{image_floats - images * plane});")
-    # The copy and the GEMM share one parallel region (one wake-up of the team, a barrier
-    # between them).
-    with parallel_region(w, ctx.schedule.threads):
-        _emit_rows_gemm(ctx, g, d, t, images, image_floats)
+    team(ctx)           # the copy, then the GEMM reading it (a barrier between)
+    _emit_rows_gemm(ctx, g, d, t, images, image_floats)
 
 
 def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
@@ -159,7 +156,7 @@ def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
     plane = d.sy * d.sx * hq * wq
     k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
     in_region = ctx.schedule.threads > 1
-    _emit_pad_copy(ctx, d, images)
+    _emit_pad_copy(ctx, d, images, image_floats)
     offsets = np.array([((c * d.sy + ky * d.dy % d.sy) * d.sx + kx * d.dx % d.sx) * hq * wq
                         + ky * d.dy // d.sy * wq + kx * d.dx // d.sx
                         for c in range(cg) for ky in range(d.kh) for kx in range(d.kw)], np.int64)
@@ -198,12 +195,14 @@ def _emit_gathered(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     w = ctx.w
     w.line("float *restrict bfull = (float *)scratch;")
     w.line(f"float *restrict xz = bfull + {images * size};")
-    w.line(f"xz[{plane}] = 0.0f;")
-    with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
-        w.line(f"memcpy(xz, {ctx.ins[0]} + im*{plane}, sizeof(float)*{plane});")
-        w.line(f"float *restrict dst = bfull + im*{size};")
-        with w.block(f"for (int64_t i = 0; i < {size}; ++i)"):
-            w.line(f"dst[i] = xz[{table}[i]];")
+    team(ctx)           # one thread gathers (a few microseconds), then all share the GEMM
+    with serial(ctx):
+        w.line(f"xz[{plane}] = 0.0f;")
+        with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
+            w.line(f"memcpy(xz, {ctx.ins[0]} + im*{plane}, sizeof(float)*{plane});")
+            w.line(f"float *restrict dst = bfull + im*{size};")
+            with w.block(f"for (int64_t i = 0; i < {size}; ++i)"):
+                w.line(f"dst[i] = xz[{table}[i]];")
     _positions_gemm(ctx, g, d, t, PackedConst(f"(bfull + (n*{g.groups} + g)*{size})"))
 
 
@@ -270,16 +269,19 @@ def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     body.lines(gemm_text)
 
 
-def _emit_pad_copy(ctx, d: ConvWindow2d, images: int) -> None:
+def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:
     """xpad[image][phase] = the image's padded rows and columns of that stride phase
-    (_phase_grid), zero outside the image; zeros past the last image. Each input row is
+    (_phase_grid), zero outside the image; zeros past the last image (up to image_floats,
+    written with the last image). Each input row is
     split once into its column phases, each a loop with constant bounds that GCC
     vectorizes (a de-interleave at stride 2)."""
     w = ctx.w
     hq, wq = _phase_grid(d)
     phases = d.sy * d.sx
-    share_loop(w, ctx.schedule.threads)
-    with w.block(f"for (int64_t im = 0; im < {images}; ++im)"):
+    with part_loop(ctx, "im", images):
+        tail = image_floats - images * phases * hq * wq
+        w.line(f"if (im == {images - 1}) memset(xpad + {images * phases * hq * wq}, 0, "
+               f"sizeof(float)*{tail});")
         w.line(f"const float *restrict src = {ctx.ins[0]} + im*{d.h * d.w};")
         w.line(f"float *restrict dst = xpad + im*{phases * hq * wq};")
         with w.block(f"for (int64_t ry = 0; ry < {d.sy}; ++ry)"), \

@@ -24,8 +24,8 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
+from ember.lower.parallel import part_loop, part_slot
 from ember.lower.schedule import pointwise_direct_pays
-from ember.ops.window import parallel_for
 from ember.ops.window_plane import (LANES, VEC, emit_broadcast_fmas, emit_sums_store,
                                     emit_vector_types, splat)
 
@@ -79,10 +79,9 @@ def emit_conv_pointwise(ctx, g: ConvGeometry) -> None:
     per_thread = m * s + (k * s if full < strips else 0)
     scratch = ctx.request_scratch(4 * (threads if par else 1) * per_thread)
     emit_vector_types(w)
-    parallel_for(w, threads, items, thread_id=True)
-    with w.block(f"for (int64_t it = 0; it < {items}; ++it)"):
+    with part_loop(ctx, "it", items):
         w.line(f"const int64_t n = it / {strips}, p0 = it % {strips} * {s};")
-        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if par else ""
+        mine = f" + {part_slot(ctx)} * {per_thread}" if par else ""
         w.line(f"float *restrict acc = (float *){scratch}{mine};")
         w.line(f"const float *xs = {ctx.ins[0]} + n * {k * hw} + p0;")
         w.line(f"int64_t pitch = {hw};")

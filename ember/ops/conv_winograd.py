@@ -37,10 +37,10 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
+from ember.lower.parallel import barrier, part_loop, part_slot, serial, team
 from ember.lower.schedule import (WINOGRAD_ALPHA, WINOGRAD_NR, WINOGRAD_TILE, gemm_tiles,
                                   winograd_pays)
 from ember.ops.conv_gemm import emit_conv_gemm
-from ember.ops.window import parallel_region, share_loop
 from ember.render.cwriter import CWriter
 
 if TYPE_CHECKING:
@@ -156,34 +156,37 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     # Any scratch the GEMM asks for (none with both operands packed) stays at the start of
     # scratch; V, M and the transforms' per-thread buffers follow.
     threads = ctx.schedule.threads
+    team(ctx)           # the three phases, each shared by every thread (a barrier between)
     gemm_code = CWriter()
     ctx.w = gemm_code
     try:
-        emit_blocked_gemm(ctx, gemm, t, None, in_region=threads > 1)
+        emit_blocked_gemm(ctx, gemm, t, None, in_region=True)
     finally:
         ctx.w = w
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
     work = max(plan.input_work()[-1], plan.output_work())
     v_floats, m_floats = xis * cin * plan.tiles_padded, xis * cout * tiles
-    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + threads * work))
+    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + threads * work + 16))
 
     # The input transform of each image raises `big` (see the module docstring) before the
     # image's products; the GEMM convolution then redoes the whole batch (out0 aliases no input).
-    w.line("uint32_t big = 0;")
     w.line(f"float *restrict wv = (float *)scratch + {gemm_floats};   /* V[36][T/16][Cin][16] */")
     w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
     w.line(f"float *restrict work = wm + {m_floats};   /* per thread */")
-    # With threads, one parallel region per image: its three phases share their loops with
-    # `omp for` (a barrier between phases), where three regions each woke and joined the
-    # team (ResNet-8's 16->16 32x32 conv ran no quicker on 2 threads than on 1).
+    w.line(f"uint32_t *big = (uint32_t *)(work + {threads * work});   /* shared */")
+    with serial(ctx):
+        w.line("*big = 0;")
     with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
-        with parallel_region(w, threads):
-            _emit_input_transform(ctx, plan, threads, work)
-            with w.block("if (!big)"):      # every thread reads it after the loop's barrier
-                w.lines(gemm_code.text())
-                _emit_output_transform(ctx, plan, threads, work)
-        w.line("if (big) break;")
-    with w.block("if (big)"):
+        _emit_input_transform(ctx, plan, work)
+        # every part reads `big` once, past the transform's barrier (a second read could see
+        # the next image's transform, which a quicker part may have begun)
+        w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) break;")
+        w.lines(gemm_code.text())
+        _emit_output_transform(ctx, plan, work)
+    # the GEMM convolution's scratch may cover `big`: every part reads it first
+    w.line("const uint32_t redo = __atomic_load_n(big, __ATOMIC_RELAXED);")
+    barrier(ctx)
+    with w.block("if (redo)"):
         emit_conv_gemm(ctx, g)
 
 
@@ -205,17 +208,12 @@ def _emit_apply(w: CWriter, matrix, load, store) -> None:
         w.line(f"{store(i)} = {_combo(row, [f's{k}' for k in range(cols)])};")
 
 
-def _thread_buffer(w: CWriter, threads: int, work: int, clause: str = "") -> str:
-    """Share the next channel loop among the region's threads (with an OpenMP `clause`) when
-    the schedule has threads; returns the line pointing `buf` at the thread's share of the
-    transforms' work space, to open that loop's body."""
-    if threads <= 1:
-        return "float *restrict buf = work;"
-    share_loop(w, threads, clause)
-    return f"float *restrict buf = work + (int64_t)omp_get_thread_num()*{work};"
+def _part_buffer(ctx, work: int) -> str:
+    """The line pointing `buf` at this part's share of the transforms' work space."""
+    return f"float *restrict buf = work + (int64_t){part_slot(ctx)}*{work};"
 
 
-def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
+def _emit_input_transform(ctx, plan: _Plan, work: int) -> None:
     """V for every input channel c of image n, in passes over one channel:
     1. split the zero-padded image by row and column phase: P[r][p][ty*TW + tx] is row
        4*ty + r, column 4*tx + p, so column q < 4 of every tile's patch is a contiguous run
@@ -235,9 +233,9 @@ def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
     rp, hp = plan.p_row, th + 1
     at_p, at_pc, at_e, _ = plan.input_work()
     lo, hi = min(px, plan.row), min(px + wd, plan.row)      # where image columns land in pr
-    buffer_line = _thread_buffer(w, threads, work, "reduction(|:big)")
-    with w.block(f"for (int64_t c = 0; c < {cin}; ++c)"):
-        w.line(buffer_line)
+    with part_loop(ctx, "c", cin):
+        w.line(_part_buffer(ctx, work))
+        w.line("uint32_t huge = 0;")
         w.line(f"float *restrict pr = buf, *restrict P = buf + {at_p}, *restrict Pc = buf + "
                f"{at_pc}, *restrict E = buf + {at_e};")
         w.line(f"const float *restrict xc = {ctx.ins[0]} + (n*{cin} + c)*{h * wd};")
@@ -257,10 +255,11 @@ def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
                 w.line(f"memcpy(pr + {lo}, xc + iy*{wd}, {4 * (hi - lo)});")
                 with w.block(f"for (int64_t k = {lo}; k < {hi}; ++k)"):
                     w.line("uint32_t bits; memcpy(&bits, pr + k, 4);")
-                    w.line(f"big |= (uint32_t)((bits & 0x7f800000u) >= {_BIG_EXPONENT_BITS:#x}u);")
+                    w.line(f"huge |= (uint32_t)((bits & 0x7f800000u) >= {_BIG_EXPONENT_BITS:#x}u);")
             w.line(f"for (int64_t q = 0; q < {tw}; ++q) for (int64_t p = 0; p < 4; ++p) "
                    f"dst[p*{rp} + q] = pr[q*4 + p];")
             w.line(f"dc[0] = pr[{TILE * tw}]; dc[{hp}] = pr[{TILE * tw + 1}];")
+        w.line("if (huge) __atomic_fetch_or(big, 1u, __ATOMIC_RELAXED);")
         with w.block(f"for (int64_t q = 0; q < 4; ++q) for (int64_t t = 0; t < {tp}; ++t)"):
             _emit_apply(w, BT, lambda r: f"P[{r % 4 * 4 * rp} + q*{rp} + t + {r // 4 * tw}]",
                         lambda i: f"E[{i * 6 * tp} + q*{tp} + t]")
@@ -276,7 +275,7 @@ def _emit_input_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
                         lambda j: f"wv[((i*6 + {j})*{tp // _NR} + tq)*{cin * _NR} + c*{_NR} + l]")
 
 
-def _emit_output_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
+def _emit_output_transform(ctx, plan: _Plan, work: int) -> None:
     """Y for every output channel co of image n: A^T along the patch columns of M into
     tm[i][b][t], then A down the rows into Y[a][b][t] (both over all tiles at once); then each
     output row, gathered from Y's four column phases into `row`, goes out through ctx.store
@@ -286,9 +285,8 @@ def _emit_output_transform(ctx, plan: _Plan, threads: int, work: int) -> None:
     cout, (oh, ow) = g.out_channels, g.out_sp
     tw, tiles = plan.tw, plan.tiles
     bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
-    buffer_line = _thread_buffer(w, threads, work)
-    with w.block(f"for (int64_t co = 0; co < {cout}; ++co)"):
-        w.line(buffer_line)
+    with part_loop(ctx, "co", cout):
+        w.line(_part_buffer(ctx, work))
         w.line(f"float *restrict tm = buf, *restrict Y = buf + {24 * tiles}, "
                f"*restrict row = buf + {40 * tiles};")
         with w.block(f"for (int64_t i = 0; i < 6; ++i) for (int64_t t = 0; t < {tiles}; ++t)"):

@@ -23,6 +23,7 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
+from ember.lower.parallel import barrier, part_loop, part_slot, serial, team
 from ember.lower.schedule import gemm_tiles, winograd2_pays, winograd_pays
 from ember.ops.conv_gemm import emit_conv_gemm
 from ember.ops.conv_winograd import _BIG_EXPONENT_BITS, _emit_apply
@@ -74,29 +75,37 @@ def emit_conv_winograd2(ctx, g: ConvGeometry) -> None:
     a = PackedConst(f"({ctx.pack_constant(packed, replaces=1)} + xi*{cout * cin})")
     b = PackedConst(f"(wv + xi*{vs})")
     gemm = BlockedGemm(cout, tiles, cin, (("xi", 16),), a, b, f"wm + xi*{ms}", tiles)
+    team(ctx)           # the transforms' loops and the GEMMs, each shared by every thread
     gemm_code = CWriter()
     ctx.w = gemm_code
     try:
-        emit_blocked_gemm(ctx, gemm, t, None)
+        emit_blocked_gemm(ctx, gemm, t, None, in_region=True)
     finally:
         ctx.w = w
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
-    v_floats, m_floats = 16 * vs, 16 * ms
-    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + ph * pw))
-    w.line("uint32_t big = 0;")
+    v_floats, m_floats, pd_floats = 16 * vs, 16 * ms, -(-ph * pw // 16) * 16
+    parts = ctx.schedule.threads
+    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + parts * pd_floats + 16))
     w.line(f"float *restrict wv = (float *)scratch + {gemm_floats};   /* V[16][T/16][Cin][16] */")
     w.line(f"float *restrict wm = wv + {v_floats};   /* M[16][Cout][T] */")
-    w.line(f"float *restrict pd = wm + {m_floats};   /* one padded channel */")
-    w.line(f"memset(pd, 0, sizeof(float)*{ph * pw});")
+    w.line(f"uint32_t *big = (uint32_t *)(wm + {m_floats + parts * pd_floats});   /* shared */")
+    with serial(ctx):
+        w.line("*big = 0;")
     rows, cols = min(h, ph - py), min(wd, pw - px)      # input rows and columns tiles reach
     with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
-        with w.block(f"for (int64_t c = 0; c < {cin}; ++c)"):
+        with part_loop(ctx, "c", cin):
+            # one padded channel per part (its zero border written once per channel: cheap
+            # next to the transform)
+            w.line(f"float *restrict pd = wm + {m_floats} + {part_slot(ctx)}*{pd_floats};")
+            w.line(f"memset(pd, 0, sizeof(float)*{ph * pw});")
+            w.line("uint32_t huge = 0;")
             w.line(f"const float *restrict xc = {ctx.ins[0]} + (n*{cin} + c)*{h * wd};")
             with w.block(f"for (int64_t y = 0; y < {rows}; ++y)"):
                 w.line(f"memcpy(pd + (y + {py})*{pw} + {px}, xc + y*{wd}, sizeof(float)*{cols});")
                 with w.block(f"for (int64_t k = 0; k < {cols}; ++k)"):
                     w.line(f"uint32_t bits; memcpy(&bits, xc + y*{wd} + k, 4);")
-                    w.line(f"big |= (uint32_t)((bits & 0x7f800000u) >= {_BIG_EXPONENT_BITS:#x}u);")
+                    w.line(f"huge |= (uint32_t)((bits & 0x7f800000u) >= {_BIG_EXPONENT_BITS:#x}u);")
+            w.line("if (huge) __atomic_fetch_or(big, 1u, __ATOMIC_RELAXED);")
             with w.block(f"for (int64_t t = 0; t < {tp}; ++t)"):
                 w.line(f"float *restrict v = wv + t / {_NR} * {cin * _NR} + c*{_NR} + t % {_NR};")
                 with w.block(f"if (t >= {tiles})"):
@@ -112,11 +121,10 @@ def emit_conv_winograd2(ctx, g: ConvGeometry) -> None:
                     with w.block(""):
                         _emit_apply(w, BT, lambda q, i=i: f"e[{i}][{q}]",
                                     lambda j, i=i: f"v[{(i * 4 + j) * vs}]")
-        w.line("if (big) break;")
+        w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) break;   /* past the barrier */")
         w.lines(gemm_code.text())
         bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
-        with w.block(f"for (int64_t co = 0; co < {cout}; ++co) "
-                     f"for (int64_t t = 0; t < {tiles}; ++t)"):
+        with part_loop(ctx, "co", cout), w.block(f"for (int64_t t = 0; t < {tiles}; ++t)"):
             w.line(f"const float *restrict m = wm + co*{tiles} + t;")
             w.line("float f[2][4], y[2][2];")
             for j in range(4):            # A^T down the columns of M, then A along its rows
@@ -132,5 +140,8 @@ def emit_conv_winograd2(ctx, g: ConvGeometry) -> None:
                 with w.block(f"if (oy < {oh} && ox < {ow})"):
                     ctx.store(["n", "co", "oy", "ox"], f"((n*{cout} + co)*{oh} + oy)*{ow} + ox",
                               f"(y[a][b]{bias})")
-    with w.block("if (big)"):
+    # the GEMM convolution's scratch may cover `big`: every part reads it first
+    w.line("const uint32_t redo = __atomic_load_n(big, __ATOMIC_RELAXED);")
+    barrier(ctx)
+    with w.block("if (redo)"):
         emit_conv_gemm(ctx, g)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ember.ops.window import parallel_for
+from ember.lower.parallel import part_loop, part_slot
 from ember.ops.window_plane import (LANES, MASK, VEC, PlaneWindow, depthwise_channels,
                                    emit_vector_types, splat)
 
@@ -51,12 +51,12 @@ def emit_depthwise_flat(ctx, g: ConvGeometry, pw: PlaneWindow) -> None:
     mask = ctx.pack_constant(masks.astype(np.int32).reshape(-1)) if shifts else None
     per_thread = _round(size, _ALIGN) + _round(span, _ALIGN)
     emit_vector_types(w)
-    parallel = parallel_for(w, ctx.schedule.threads, planes, thread_id=True)
+    parallel = ctx.schedule.threads > 1 and planes > 1
     scratch = ctx.request_scratch((ctx.schedule.threads if parallel else 1) * per_thread * 4)
     merged = (g.batch, g.out_channels, out_plane)
     flat = ctx.can_merge(merged)
-    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
-        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
+    with part_loop(ctx, "nc", planes):
+        mine = f" + {part_slot(ctx)} * {per_thread}" if parallel else ""
         w.line(f"float *restrict xz = (float *){scratch}{mine};")
         w.line(f"float *restrict acc = xz + {_round(size, _ALIGN)};")
         w.line(f"memset(xz, 0, sizeof(float)*{front});")

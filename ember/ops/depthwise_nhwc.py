@@ -32,10 +32,11 @@ from typing import Callable
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
+from ember.lower.parallel import part_loop
 from ember.lower.schedule import SCALAR_BYTES
 from ember.ops.matmul import own_inputs
 from ember.ops.registry import OpDef, fail, register_op
-from ember.ops.window import emit_valid_range, int_attr, parallel_for
+from ember.ops.window import emit_valid_range, int_attr
 from ember.ops.window_plane import LANES, VEC, emit_vector_types, splat
 
 #: register block: output positions x channel vectors: 10 accumulators, with the KW*CV
@@ -139,8 +140,7 @@ class NhwcDepthwiseConv(OpDef):
         if vector:
             emit_vector_types(w)
         rows = g.batch * g.out_h
-        parallel_for(w, ctx.schedule.threads, rows)
-        with w.block(f"for (int64_t nr = 0; nr < {rows}; ++nr)"):
+        with part_loop(ctx, "nr", rows):
             w.line(f"const int64_t n = nr / {g.out_h}, oh = nr % {g.out_h};")
             emit_valid_range(w, "ky", g.kernel[0], g.dilations[0],
                              f"oh * {g.strides[0]} - {g.pads[0]}", g.in_h)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from ember.lower.parallel import part_loop, part_slot
 from ember.lower.schedule import SCALAR_BYTES
-from ember.ops.window import parallel_for
 from ember.ops.window_plane import (LANES, MASK, VEC, PlaneWindow, depthwise_channels,
                                    emit_vector_types, splat)
 from ember.render.cwriter import CWriter
@@ -89,15 +89,12 @@ def emit_row_kernel(ctx, g: ConvGeometry, pw: PlaneWindow, row: Callable[[CWrite
     emit_vector_types(w)
     threads = ctx.schedule.threads if ctx.schedule.threads > 1 and planes > 1 else 1
     scratch = ctx.request_scratch(threads * per_thread * 4)
-    # each thread's zero row (and margins), once: nothing writes it (a memset call per
+    # the part's zero row (and margins), once: nothing writes it (a memset call per
     # plane cost 13% of MobileNetV2's 14x14 stride-2 kernel)
-    with w.block(f"for (int64_t t = 0; t < {threads}; ++t)"):
-        w.line(f"memset((float *){scratch} + t * {per_thread}, 0, "
-               f"sizeof(float)*{width + 2 * LANES});")
-    parallel = parallel_for(w, ctx.schedule.threads, planes, thread_id=True)
+    mine = f" + {part_slot(ctx)} * {per_thread}" if threads > 1 else ""
+    w.line(f"memset((float *){scratch}{mine}, 0, sizeof(float)*{width + 2 * LANES});")
     merged = (g.batch, g.out_channels, out_plane)
-    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
-        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
+    with part_loop(ctx, "nc", planes):
         w.line(f"const float *restrict zero = (const float *){scratch}{mine} + {LANES};")
         w.line(f"float *restrict acc = (float *){scratch}{mine} + {3 * line};")
         w.line(f"const float *xp = {ctx.ins[0]} + nc*{height * width};")

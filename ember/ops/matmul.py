@@ -22,6 +22,7 @@ from ember.kernels.gemm import (BlockedGemm, PackedConst, Strided, emit_blocked_
                                 pack_b)
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
 from ember.lower.memory_plan import align
+from ember.lower.parallel import part_loop, serial, team
 from ember.lower.schedule import gemm_tiles
 from ember.ops.registry import OpDef, fail, register_op
 from ember.render.cwriter import CWriter, c_literal
@@ -96,23 +97,26 @@ def emit_gemm(ctx, p: GemmProblem) -> None:
     pack_bytes = align(p.k * p.n * p.dtype.itemsize) if pack else 0
     scratch = ctx.request_scratch(pack_bytes + threads * nb * acc_size)
     b_shared = all(s == 0 for s in p.b.batch)
+    if threads > 1:         # B packed by one thread, then the rows split among all
+        team(ctx)
+    packing = serial(ctx) if threads > 1 else contextlib.nullcontext()
     if pack and b_shared:
-        _emit_pack(w, p, scratch, "0")
+        with packing:
+            _emit_pack(w, p, scratch, "0")
     with w.loops(p.batch, prefix="b") as bv:
         a_base = offset_expr(bv, p.a.batch)
         b_base = offset_expr(bv, p.b.batch)
         if pack and not b_shared:
-            _emit_pack(w, p, scratch, b_base)
+            with packing:
+                _emit_pack(w, p, scratch, b_base)
         if pack:
             w.line(f"const {T} *restrict bmat = (const {T} *){scratch};")
             b_rows = p.n
         else:
             w.line(f"const {T} *restrict bmat = {_plus(p.b.name, b_base)};")
             b_rows = p.b.rows
-        if threads > 1:     # rows split in `threads` chunks, each with its own acc row
-            w.line("#pragma omp parallel for schedule(static)")
-        with (w.block(f"for (int64_t t = 0; t < {threads}; ++t)") if threads > 1
-              else contextlib.nullcontext()):
+        # rows split in `threads` chunks, each with its own acc row
+        with (part_loop(ctx, "t", threads) if threads > 1 else contextlib.nullcontext()):
             acc_at = _plus(f"{pack_bytes // acc_size}", f"t*{nb}" if threads > 1 else "0")
             w.line(f"{acc_t} *restrict acc = ({acc_t} *){scratch} + {acc_at};")
             with w.block(f"for (int64_t j0 = 0; j0 < {p.n}; j0 += {nb})"):

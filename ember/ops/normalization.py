@@ -19,10 +19,10 @@ from typing import Callable
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import broadcast_shape, broadcast_strides, offset_expr, strides
+from ember.lower.parallel import part_loop
 from ember.ops.reduce import reduction_loops, split_at_axis
 from ember.ops.registry import OpDef, fail, normalize_axis, register_op, same_type
 from ember.ops.vecmath import FLOAT32_FUNCTIONS, MOMENT_TYPES
-from ember.ops.window import parallel_for
 from ember.render.cwriter import CWriter, c_float
 
 _F = dt.FLOATS
@@ -62,8 +62,7 @@ class SoftmaxFamily(OpDef):
         t = node.inputs[0].type.dtype
         w = ctx.w
         if inner == 1 and t.c == "float" and node.op != "Hardmax":
-            _softmax_rows(w, ctx.ins[0], ctx.outs[0], outer, n, ctx.schedule.threads,
-                          log=node.op == "LogSoftmax")
+            _softmax_rows(ctx, outer, n, log=node.op == "LogSoftmax")
             return
         with w.loops((outer, inner)) as (o, i):
             w.line(f"const {t.c} *p = {ctx.ins[0]} + {o} * {n * inner} + {i};")
@@ -79,13 +78,12 @@ def _row(w: CWriter, n: int):
     return w.block(f"for (int64_t j = 0; j < {n}; ++j)")
 
 
-def _softmax_rows(w: CWriter, src: str, dst: str, rows: int, n: int, threads: int,
-                  log: bool) -> None:
+def _softmax_rows(ctx, rows: int, n: int, log: bool) -> None:
     """float rows along the contiguous last axis through ember_softmax_rowf (ops/vecmath.py:
     max, then exp and sum in one vector pass, then scale); rows over threads."""
-    parallel_for(w, threads, rows)
-    with w.block(f"for (int64_t o = 0; o < {rows}; ++o)"):
-        w.line(f"ember_softmax_rowf({src} + o * {n}, {dst} + o * {n}, {n}, {int(log)});")
+    src, dst = ctx.ins[0], ctx.outs[0]
+    with part_loop(ctx, "o", rows):
+        ctx.w.line(f"ember_softmax_rowf({src} + o * {n}, {dst} + o * {n}, {n}, {int(log)});")
 
 
 def _softmax_row(w: CWriter, T: str, n: int, inner: int, log: bool) -> None:
@@ -209,8 +207,7 @@ class LayerNorm(OpDef):
             shape = block
             readers = [_broadcast_reader(name, v, block) for name, v in params]
         w = ctx.w
-        parallel_for(w, ctx.schedule.threads, outer)
-        with w.block(f"for (int64_t o = 0; o < {outer}; ++o)"):
+        with part_loop(ctx, "o", outer):
             base = f"{ctx.ins[0]} + o * {size}"
             w.line(f"const {x.dtype.c} *p = {base};")
             emit_block_stats(w, x.dtype.c, "p", size, float(node.attrs.get("epsilon", 1e-5)))
@@ -292,8 +289,7 @@ def _grouped_norm(ctx, T: str, blocks: int, size: int, eps: float, shape: tuple[
                   prologue: Callable[[CWriter], None], scale, bias) -> None:
     """Normalize `blocks` contiguous blocks of `size` values; block number `g`."""
     w = ctx.w
-    parallel_for(w, ctx.schedule.threads, blocks)
-    with w.block(f"for (int64_t g = 0; g < {blocks}; ++g)"):
+    with part_loop(ctx, "g", blocks):
         w.line(f"const {T} *p = {ctx.ins[0]} + g * {size};")
         prologue(w)
         emit_block_stats(w, T, "p", size, eps)

@@ -17,9 +17,10 @@ from ember.graph import dtypes as dt
 from ember.graph.dtypes import DType
 from ember.graph.ir import Node, TensorType
 from ember.lower.indexing import offset_expr, strides
+from ember.lower.parallel import part_loop
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr, linear,
-                              parallel_for, sliding_window, spatial_rank, transposed_window)
+                              sliding_window, spatial_rank, transposed_window)
 from ember.ops.window_plane import (LANES, VEC, Fold, PlaneWindow, emit_vector_types,
                                     emit_window_rows, plane_loop, plane_window, splat,
                                     vector_max)
@@ -161,8 +162,7 @@ def emit_pool(ctx, shape: tuple[int, ...], win: Window, red: Reduction, counts_p
     # column-major (the first axis varies fastest).
     row_st = strides(in_sp)
     index_st = tuple(math.prod(in_sp[:d]) for d in range(rank)) if column_major else row_st
-    parallel_for(w, ctx.schedule.threads, planes)
-    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"), contextlib.ExitStack() as loops:
+    with part_loop(ctx, "nc", planes), contextlib.ExitStack() as loops:
         w.line(f"const {T.c} *restrict xp = {ctx.ins[0]} + nc * {in_plane};")
         counts = []
         for d in range(rank):
@@ -254,8 +254,7 @@ def emit_global_pool(ctx, shape: tuple[int, ...], is_max: bool) -> None:
     step = "{a} = " + (vector_max("{x}", "{a}") if is_max else "{a} + {x}") + ";"
     scalar = "r = {x} > r ? {x} : r;" if is_max else "r += {x};"
     emit_vector_types(w)
-    parallel_for(w, ctx.schedule.threads, planes)
-    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
+    with part_loop(ctx, "nc", planes):
         w.line(f"const float *restrict xp = {ctx.ins[0]} + nc * {size};")
         w.line(f"{VEC} s0 = {splat(init)}, s1 = s0;")
         with w.block(f"for (int64_t i = 0; i < {size // (2 * LANES) * 2 * LANES}; "

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ember.kernels.igemm import IGEMM_MR, IGEMM_NR, igemm_support_c
-from ember.ops.window import parallel_for
+from ember.lower.parallel import part_loop, serial, team
 
 #: positions per work item: a weight block is reused over this many before the next
 _CHUNK = 64
@@ -98,30 +98,37 @@ def emit_gemm_conv(ctx, geo: Geometry, x: str, x_zp: str, weights: np.ndarray, w
     map_bytes = hp * wp * width * 2
     sc_bytes = -(-oc_n * 4 // 64) * 64 if scale else 0
     scratch = ctx.request_scratch(sc_bytes + map_bytes)
+    team(ctx)       # the scales and each image's map by one thread, the products by all
     if scale:
         w.line(f"float *const sc = (float *){scratch};")
-        with w.block(f"for (int32_t oc = 0; oc < {oc_n}; ++oc)"):
+        with serial(ctx), w.block(f"for (int32_t oc = 0; oc < {oc_n}; ++oc)"):
             w.line(f"sc[oc] = {scale('oc')};")
     w.line(f"int16_t *const xp = (int16_t *)((char *){scratch} + {sc_bytes});")
     w.line(f"const int32_t xz = {x_zp};")
-    h, wd = geo.size
-    cpg = geo.channels // geo.groups
-    # input pixels past the last tap (a stride's leftovers) stay out of the map
-    rows, cols = max(0, min(h, hp - geo.pads[0])), max(0, min(wd, wp - geo.pads[1]))
     with w.block(f"for (int32_t n = 0; n < {geo.batch}; ++n)"):
-        w.line(f"memset(xp, 0, {map_bytes});")
-        with w.block(f"for (int32_t c = 0; c < {geo.channels}; ++c)"):
-            w.line(f"const {_ctype(ctx, 0)} *const xs = {x} + (n * {geo.channels} + c) * {h * wd};")
-            at = "c" if geo.group_width == cpg else \
-                f"(c / {cpg}) * {geo.group_width} + c % {cpg}"
-            w.line(f"int16_t *const xd = xp + {(geo.pads[0] * wp + geo.pads[1]) * width} + {at};")
-            with w.block(f"for (int32_t y = 0; y < {rows}; ++y)"):
-                with w.block(f"for (int32_t i = 0; i < {cols}; ++i)"):
-                    w.line(f"xd[(y * {wp} + i) * {width}] = (int16_t)((int32_t)xs[y * {wd} + i] - xz);")
+        with serial(ctx):
+            _emit_map(ctx, geo, x, width, map_bytes)
         if geo.depthwise:
             _emit_depthwise(ctx, geo, weights, w_input, width, finish)
         else:
             _emit_tiles(ctx, geo, weights, w_input, width, finish)
+
+
+def _emit_map(ctx, geo: Geometry, x: str, width: int, map_bytes: int) -> None:
+    """xp: image n's pixels less the input zero point, channels innermost, zero-padded."""
+    w = ctx.w
+    (h, wd), (hp, wp) = geo.size, geo.padded
+    cpg = geo.channels // geo.groups
+    # input pixels past the last tap (a stride's leftovers) stay out of the map
+    rows, cols = max(0, min(h, hp - geo.pads[0])), max(0, min(wd, wp - geo.pads[1]))
+    w.line(f"memset(xp, 0, {map_bytes});")
+    with w.block(f"for (int32_t c = 0; c < {geo.channels}; ++c)"):
+        w.line(f"const {_ctype(ctx, 0)} *const xs = {x} + (n * {geo.channels} + c) * {h * wd};")
+        at = "c" if geo.group_width == cpg else f"(c / {cpg}) * {geo.group_width} + c % {cpg}"
+        w.line(f"int16_t *const xd = xp + {(geo.pads[0] * wp + geo.pads[1]) * width} + {at};")
+        with w.block(f"for (int32_t y = 0; y < {rows}; ++y)"):
+            with w.block(f"for (int32_t i = 0; i < {cols}; ++i)"):
+                w.line(f"xd[(y * {wp} + i) * {width}] = (int16_t)((int32_t)xs[y * {wd} + i] - xz);")
 
 
 def _ctype(ctx, k: int) -> str:
@@ -152,8 +159,8 @@ def _emit_tiles(ctx, geo: Geometry, weights: np.ndarray, w_input: int, width: in
     w.line("static void (*const ukr[])(int32_t *restrict, const int16_t *restrict, "
            "const int32_t *restrict, const int32_t *restrict, int32_t, int32_t, "
            f"const int16_t *restrict) = {{{ukrs}}};")
-    parallel_for(w, threads, -(-positions // chunk))
-    with w.block(f"for (int32_t pc = 0; pc < {positions}; pc += {chunk})"):
+    with part_loop(ctx, "ci", -(-positions // chunk), "int32_t"):
+        w.line(f"const int32_t pc = ci * {chunk};")
         w.line(f"const int32_t pe = pc + {chunk} < {positions} ? pc + {chunk} : {positions};")
         with w.block(f"for (int32_t gb = 0; gb < {groups * blocks}; ++gb)"):
             w.line(f"const int32_t g = gb / {blocks}, ob = gb % {blocks};")
@@ -201,8 +208,7 @@ def _emit_depthwise(ctx, geo: Geometry, weights: np.ndarray, w_input: int, width
                                 replaces=w_input)
     block = min(_DW_BLOCK, channels)
     (kh, kw), (dh, dw), wp = geo.kernel, geo.dilations, geo.padded[1]
-    parallel_for(w, ctx.schedule.threads, positions)
-    with w.block(f"for (int32_t p = 0; p < {positions}; ++p)"), ExitStack() as blocks:
+    with part_loop(ctx, "p", positions, "int32_t"), ExitStack() as blocks:
         w.line(f"const int32_t oy = p / {geo.out[1]}, ox = p - oy * {geo.out[1]};")
         w.line(f"const int16_t *const xs = xp + {_position(geo, width)};")
         if block < channels:

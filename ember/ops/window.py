@@ -7,9 +7,8 @@ which keeps padding checks out of the kernels' inner loops.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from ember.graph.ir import Node
 from ember.ops.registry import fail, unsupported
@@ -187,35 +186,3 @@ def emit_valid_range(w: CWriter, name: str, count: int, stride: int, offset: str
         w.line(f"int64_t {hi} = {limit} - {o} <= 0 ? 0 : ({limit} - {o} - 1) / {stride} + 1;")
         w.line(f"if ({hi} > {count}) {hi} = {count};")
     w.line(f"if ({lo} > {hi}) {lo} = {hi};")
-
-
-@contextlib.contextmanager
-def parallel_region(w: CWriter, threads: int) -> Iterator[None]:
-    """A block that every thread of the schedule runs (one OpenMP parallel region) when it
-    has threads, else a plain block: a kernel with several loop phases shares each with
-    share_loop() and pays for waking and joining the team once, not once per phase."""
-    if threads > 1:
-        w.line("extern int omp_get_thread_num(void);")
-        w.line(f"#pragma omp parallel num_threads({threads})")
-    with w.block(""):
-        yield
-
-
-def share_loop(w: CWriter, threads: int, clause: str = "") -> None:
-    """Share the next loop among the threads of the enclosing parallel_region (a barrier
-    follows it), with an OpenMP `clause` (a reduction)."""
-    if threads > 1:
-        w.line(f"#pragma omp for schedule(static) {clause}".rstrip())
-
-
-def parallel_for(w: CWriter, threads: int, trips: int, thread_id: bool = False) -> bool:
-    """Mark the next loop parallel when the schedule asks for threads and there is work to share.
-
-    Returns whether it did; `thread_id` declares omp_get_thread_num() (for per-thread scratch).
-    """
-    if threads <= 1 or trips <= 1:
-        return False
-    if thread_id:
-        w.line("extern int omp_get_thread_num(void);")
-    w.line(f"#pragma omp parallel for num_threads({threads}) schedule(static)")
-    return True

@@ -22,8 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ember.lower.parallel import part_loop, part_slot
 from ember.lower.schedule import SCALAR_BYTES
-from ember.ops.window import Window, parallel_for
+from ember.ops.window import Window
 from ember.render.cwriter import CWriter
 
 #: accumulator block size in floats: a few output rows that stay in L1 between the two loops
@@ -123,11 +124,11 @@ def plane_loop(ctx, pw: PlaneWindow, planes: int, pad: str, extra: int = 0) -> I
     points to `extra` more floats of this thread's scratch."""
     w, threads = ctx.w, ctx.schedule.threads
     emit_vector_types(w)
-    parallel = parallel_for(w, threads, planes, thread_id=True)
+    parallel = threads > 1 and planes > 1
     per_thread = pw.scratch_floats(extra)
     scratch = ctx.request_scratch((threads if parallel else 1) * per_thread * 4)
-    with w.block(f"for (int64_t nc = 0; nc < {planes}; ++nc)"):
-        mine = f" + (int64_t)omp_get_thread_num() * {per_thread}" if parallel else ""
+    with part_loop(ctx, "nc", planes):
+        mine = f" + {part_slot(ctx)} * {per_thread}" if parallel else ""
         w.line(f"float *restrict padded = (float *){scratch}{mine};")
         w.line(f"float *restrict acc = padded + {pw.acc_offset};")
         if extra:

@@ -14,8 +14,10 @@ import re
 from ember.graph.ir import Value
 from ember.lower.kernel import Kernel
 from ember.lower.to_kernels import LoweredModel
+from ember.lower.parallel import TEAM
 from ember.ops.vecmath import VECMATH_C
 from ember.render.cwriter import CWriter, c_comment
+from ember.render.pool import pool_c
 
 #: integer power for Pow on integers (shared with the embedded export's model.c)
 IPOW_C = r"""
@@ -82,16 +84,25 @@ def _kernel(w: CWriter, kernel: Kernel) -> None:
                for j, data in enumerate(kernel.packed)]
     if kernel.scratch_bytes:
         params.append("void *restrict scratch")
-    w.line(f"static void {kernel.name}({', '.join(params)}) {{")
+    part = ["const int64_t part"] if kernel.sharing else []   # lower/parallel.py
+    w.line(f"static void {kernel.name}({', '.join(params + part)}) {{")
     # a parameter the body never reads (an input consumed at compile time, such as Reduce's
     # axes) is marked used, for -Wextra (`ember export`'s projects build with -Werror)
     names = [p.rsplit("*", 1)[1].removeprefix("restrict ") for p in params]
     unread = [n for n in names if not re.search(rf"\b{n}\b", kernel.body)]
     if unread:
         w.line("    " + " ".join(f"(void){n};" for n in unread))
-    w.lines(kernel.body)
+    body = kernel.body.rstrip()
+    if body.endswith(f"ember_barrier(part, {kernel.schedule.threads});"):   # ember_parallel's
+        body = body.rsplit("\n", 1)[0]                 # own wait for every part ends the kernel
+    w.lines(body)
     w.line("}")
     w.line()
+    if kernel.sharing:          # the pool's entry: the arguments from an array of pointers
+        casts = [f"({p.rsplit('*', 1)[0].strip()} *)args[{k}]" for k, p in enumerate(params)]
+        with w.block(f"static void {kernel.name}_part(void *const *args, int64_t part)"):
+            w.line(f"{kernel.name}({', '.join(casts + ['part'])});")
+        w.line()
 
 
 def render_kernels(w: CWriter, model: LoweredModel) -> None:
@@ -101,6 +112,10 @@ def render_kernels(w: CWriter, model: LoweredModel) -> None:
     for kernel in model.kernels:
         for key, source in kernel.support.items():
             support.setdefault(key, source)
+    workers = max((k.schedule.threads - 1 for k in model.kernels if k.sharing), default=0)
+    if workers:
+        w.lines(pool_c(workers))
+        w.line()
     for source in support.values():
         w.lines(source)
         w.line()
@@ -139,7 +154,13 @@ def render_calls(w: CWriter, model: LoweredModel) -> None:
                  for j, data in enumerate(kernel.packed)]
         if kernel.scratch_bytes:
             args.append(f"(A + {model.plan.offsets[model.scratch_keys[k]]})")
-        w.line(f"{kernel.name}({', '.join(args)});")
+        if kernel.sharing:
+            with w.block(""):
+                w.line(f"void *const a[] = {{{', '.join(f'(void *){a}' for a in args)}}};")
+                w.line(f"ember_parallel({kernel.name}_part, a, {kernel.schedule.threads}, "
+                       f"{int(kernel.sharing == TEAM)});")
+        else:
+            w.line(f"{kernel.name}({', '.join(args)});")
     # Output slots no kernel writes: graph inputs, constants, or a value listed twice.
     for k, v in enumerate(model.outputs):
         if not (computed(v) and home[v.id] == k) and v.type.nbytes:

@@ -33,7 +33,7 @@ def host_flags(march: str, opt_level: int, threads: int) -> list[str]:
         # GCC's tuning for some AVX2 cores (Zen 1) auto-vectorizes with 128-bit vectors only.
         flags.append("-mprefer-vector-width=256")
     if threads > 1:
-        flags.append("-fopenmp")
+        flags.append("-pthread")      # the pool of render/pool.py
     return flags
 
 

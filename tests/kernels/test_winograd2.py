@@ -55,13 +55,14 @@ def test_winograd2(case, residual, threads, rng):
     np.testing.assert_allclose(compiled.run(feeds)[out], run_ort(model, feeds)[0], **TOL)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 3e38])
-def test_winograd2_non_finite_takes_the_gemm(bad, rng):
+def test_winograd2_non_finite_takes_the_gemm(bad, threads, rng):
     """A NaN, Inf or huge input (in the second image only) reaches exactly the outputs whose
     windows hold it, as the direct sums do: the whole batch goes through the GEMM."""
     model, feeds, out = _model(rng, (2, 32, 8, 8), 32, [1, 1, 1, 1], True, False)
     feeds["x"][1, 3, 2, 5] = bad
-    got = ember.compile(model).run(feeds)[out]
+    got = ember.compile(model, threads=threads).run(feeds)[out]
     want = run_ort(model, feeds)[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))

@@ -104,7 +104,7 @@ def test_save_and_load_give_identical_outputs(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "bert_tiny", "mlp"])
 def test_two_threads_match_onnxruntime(name):
-    """OpenMP kernels (threads=2) give the single-thread tolerances."""
+    """Kernels split among threads (threads=2) give the single-thread tolerances."""
     model = zoo_model(name)
     feeds = random_inputs(model, seed=2)
     compiled = ember.compile(model, threads=2)

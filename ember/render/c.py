@@ -3,7 +3,8 @@
     int    ember_init(const void *weights);   /* the weights blob, kept by pointer */
     int    ember_run(const void *const *inputs, void *const *outputs, void *arena);
     int    ember_run_with(const void *weights, const void *const *inputs,
-                          void *const *outputs, void *arena);   /* no global state */
+                          void *const *outputs, void *arena);   /* no global state but
+                                                           the thread pool (render/pool.py) */
     size_t ember_arena_bytes(void);  size_t ember_weight_bytes(void);
     int    ember_num_inputs(void);   int    ember_num_outputs(void);
 """

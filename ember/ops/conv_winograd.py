@@ -15,7 +15,14 @@ needs 9. U (per output x input channel, 36 values) is computed at compile time a
      inside the plane goes out through ctx.store (fused epilogue).
 The transforms split each plane by row and column phase (y mod 4, x mod 4), so that one element
 of every tile's patch is one contiguous run, and then work on all the plane's tiles at once:
-GCC vectorizes them across tiles. They split over channels when the schedule has threads.
+GCC vectorizes them across tiles.
+
+With threads, each image splits in bands of tile rows, one per thread, each running all three
+steps on its own tiles (V and M stay in the thread's caches; a 32x32 map's 16 channels, 2
+threads, on this project's 2-vCPU VM: ResNet-8 0.485 -> 0.46 ms, 0.64 -> 0.55 in periods where
+the host keeps the two vCPUs far apart), where the bands' tiles still fill the GEMM's 16-tile
+panels; on smaller maps the steps split by channel instead (input, then output channels),
+with the 36 products shared in between.
 
 Interpolation points 0, 1, -1, 1/2, -2 (and infinity): the max error of a fp32 F(4, 3) is about
 half of what the usual 0, +-1, +-2 give (Barabasz et al., "Error analysis and improving the
@@ -28,7 +35,7 @@ computes the whole batch instead.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction as Fr
 from typing import TYPE_CHECKING
 
@@ -92,12 +99,20 @@ def winograd_weights(w: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Sizes of one image's tiles and of the buffers the transforms use (in floats)."""
+    """Sizes of the tiles one pass transforms (an image's, or a band of `bands` of its tile
+    rows) and of the buffers the transforms use (in floats)."""
     g: ConvGeometry
+    bands: int = 1
+
+    @property
+    def image_rows(self) -> int:
+        """Tile rows of a whole image."""
+        return -(-self.g.out_sp[0] // TILE)
 
     @property
     def th(self) -> int:
-        return -(-self.g.out_sp[0] // TILE)
+        """Tile rows of a band (the last band's rows past the image's are left out)."""
+        return -(-self.image_rows // self.bands)
 
     @property
     def tw(self) -> int:
@@ -138,9 +153,26 @@ def _round8(n: int) -> int:
     return -(-n // 8) * 8
 
 
+#: most extra GEMM columns banding may cost (its bands' tiles in whole 16-tile panels, against
+#: the image's)
+_BAND_WASTE = 1.125
+
+
+def _bands(g: ConvGeometry, threads: int) -> int:
+    """Bands of tile rows an image's work splits in: one per thread where each band's tiles
+    still fill the GEMM's panels; else 1 (every phase then shared by channels)."""
+    whole = _Plan(g)
+    if threads <= 1 or whole.image_rows < threads:
+        return 1
+    banded = _Plan(g, threads)
+    return threads if banded.tiles_padded * threads <= _BAND_WASTE * whole.tiles_padded else 1
+
+
 def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     w: CWriter = ctx.w
-    plan = _Plan(g)
+    threads = ctx.schedule.threads
+    plan = _Plan(g, _bands(g, threads))
+    banded = plan.bands > 1
     cin, cout, tiles, xis = g.in_channels, g.out_channels, plan.tiles, ALPHA * ALPHA
     t = gemm_tiles(ctx.schedule, cout, tiles, cin, xis)
     if t.nr != _NR:
@@ -155,39 +187,66 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     gemm = BlockedGemm(cout, tiles, cin, (("xi", xis),), a, b, f"wm + xi*{cout * tiles}", tiles)
     # Any scratch the GEMM asks for (none with both operands packed) stays at the start of
     # scratch; V, M and the transforms' per-thread buffers follow.
-    threads = ctx.schedule.threads
-    team(ctx)           # the three phases, each shared by every thread (a barrier between)
-    gemm_code = CWriter()
-    ctx.w = gemm_code
-    try:
-        emit_blocked_gemm(ctx, gemm, t, None, in_region=True)
-    finally:
-        ctx.w = w
+    team(ctx)           # the phases, or the bands, shared by every thread; the redo after
+    gemm_code = _captured_gemm(ctx, gemm, t, banded)
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
     work = max(plan.input_work()[-1], plan.output_work())
     v_floats, m_floats = xis * cin * plan.tiles_padded, xis * cout * tiles
-    ctx.request_scratch(4 * (gemm_floats + v_floats + m_floats + threads * work + 16))
+    own = v_floats + m_floats + work if banded else work       # per part
+    shared = 0 if banded else v_floats + m_floats
+    ctx.request_scratch(4 * (gemm_floats + shared + threads * own + 16))
 
     # The input transform of each image raises `big` (see the module docstring) before the
     # image's products; the GEMM convolution then redoes the whole batch (out0 aliases no input).
-    w.line(f"float *restrict wv = (float *)scratch + {gemm_floats};   /* V[36][T/16][Cin][16] */")
-    w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
-    w.line(f"float *restrict work = wm + {m_floats};   /* per thread */")
-    w.line(f"uint32_t *big = (uint32_t *)(work + {threads * work});   /* shared */")
+    w.line(f"float *restrict base = (float *)scratch + {gemm_floats};")
+    w.line(f"uint32_t *big = (uint32_t *)(base + {shared + threads * own});   /* shared */")
     with serial(ctx):
         w.line("*big = 0;")
-    with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
-        _emit_input_transform(ctx, plan, work)
-        # every part reads `big` once, past the transform's barrier (a second read could see
-        # the next image's transform, which a quicker part may have begun)
-        w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) break;")
-        w.lines(gemm_code.text())
-        _emit_output_transform(ctx, plan, work)
+    if banded:
+        # each part a band of an image's tile rows, every phase of it: V and M never leave
+        # the thread that makes them (handed to the other core, on this project's VM they
+        # cost more than they take to compute)
+        with part_loop(ctx, "it", g.batch * plan.bands):
+            w.line(f"const int64_t n = it / {plan.bands}, ty0 = it % {plan.bands} * {plan.th};")
+            w.line(f"float *restrict wv = base + (int64_t){part_slot(ctx)}*{own};   "
+                   "/* V[36][T/16][Cin][16] of the band */")
+            w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
+            w.line(f"float *restrict work = wm + {m_floats};")
+            _emit_input_transform(ctx, plan, "work")
+            w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) continue;")
+            w.lines(gemm_code)
+            _emit_output_transform(ctx, plan, "work")
+    else:
+        w.line("float *restrict wv = base;   /* V[36][T/16][Cin][16] */")
+        w.line(f"float *restrict wm = wv + {v_floats};   /* M[36][Cout][T] */")
+        w.line(f"float *restrict work = wm + {m_floats};   /* per thread */")
+        with w.block(f"for (int64_t n = 0; n < {g.batch}; ++n)"):
+            w.line("const int64_t ty0 = 0;")
+            _emit_input_transform(ctx, plan, _part_buffer(ctx, work))
+            # every part reads `big` once, past the transform's barrier (a second read could
+            # see the next image's transform, which a quicker part may have begun)
+            w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) break;")
+            w.lines(gemm_code)
+            _emit_output_transform(ctx, plan, _part_buffer(ctx, work))
     # the GEMM convolution's scratch may cover `big`: every part reads it first
     w.line("const uint32_t redo = __atomic_load_n(big, __ATOMIC_RELAXED);")
     barrier(ctx)
     with w.block("if (redo)"):
         emit_conv_gemm(ctx, g)
+
+
+def _captured_gemm(ctx, gemm: BlockedGemm, t, alone: bool) -> str:
+    """The GEMM's C, written aside (it goes inside the image loop). alone: on the part's
+    thread only (a band's products), else shared by the team's parts."""
+    w, schedule, sharing = ctx.w, ctx.schedule, ctx.sharing
+    ctx.w = CWriter()
+    if alone:
+        ctx.schedule, ctx.sharing = replace(schedule, threads=1), None
+    try:
+        emit_blocked_gemm(ctx, gemm, t, None, in_region=not alone)
+        return ctx.w.text()
+    finally:
+        ctx.w, ctx.schedule, ctx.sharing = w, schedule, sharing
 
 
 def _combo(coefs, terms: list[str]) -> str:
@@ -209,12 +268,20 @@ def _emit_apply(w: CWriter, matrix, load, store) -> None:
 
 
 def _part_buffer(ctx, work: int) -> str:
-    """The line pointing `buf` at this part's share of the transforms' work space."""
-    return f"float *restrict buf = work + (int64_t){part_slot(ctx)}*{work};"
+    """This part's share of the transforms' work space (per-part slices `work` floats long)."""
+    return f"work + (int64_t){part_slot(ctx)}*{work}"
 
 
-def _emit_input_transform(ctx, plan: _Plan, work: int) -> None:
-    """V for every input channel c of image n, in passes over one channel:
+def _channel_loop(ctx, plan: _Plan, var: str, trips: int):
+    """A transform's loop over channels: shared by the parts, or the band's own."""
+    if plan.bands > 1:
+        return ctx.w.block(f"for (int64_t {var} = 0; {var} < {trips}; ++{var})")
+    return part_loop(ctx, var, trips)
+
+
+def _emit_input_transform(ctx, plan: _Plan, buf: str) -> None:
+    """V for every input channel c of image n's tile rows from ty0 (the plan's), in passes
+    over one channel (work space at `buf`):
     1. split the zero-padded image by row and column phase: P[r][p][ty*TW + tx] is row
        4*ty + r, column 4*tx + p, so column q < 4 of every tile's patch is a contiguous run
        of P (rows 4, 5 of a patch are the next tile row's 0, 1); Pc holds the columns 4*TW
@@ -233,8 +300,8 @@ def _emit_input_transform(ctx, plan: _Plan, work: int) -> None:
     rp, hp = plan.p_row, th + 1
     at_p, at_pc, at_e, _ = plan.input_work()
     lo, hi = min(px, plan.row), min(px + wd, plan.row)      # where image columns land in pr
-    with part_loop(ctx, "c", cin):
-        w.line(_part_buffer(ctx, work))
+    with _channel_loop(ctx, plan, "c", cin):
+        w.line(f"float *restrict buf = {buf};")
         w.line("uint32_t huge = 0;")
         w.line(f"float *restrict pr = buf, *restrict P = buf + {at_p}, *restrict Pc = buf + "
                f"{at_pc}, *restrict E = buf + {at_e};")
@@ -243,7 +310,7 @@ def _emit_input_transform(ctx, plan: _Plan, work: int) -> None:
         w.line(f"for (int64_t k = 0; k < 16; ++k) for (int64_t z = {hp * tw}; z < {rp}; ++z) "
                f"P[k*{rp} + z] = 0.0f;")
         with w.block(f"for (int64_t y = 0; y < {TILE * hp}; ++y)"):
-            w.line(f"const int64_t iy = y - {py};")
+            w.line(f"const int64_t iy = y + {TILE}*ty0 - {py};")
             w.line(f"float *restrict dst = P + y % 4 * {4 * rp} + y / 4 * {tw};")
             w.line(f"float *restrict dc = Pc + y % 4 * {2 * hp} + y / 4;")
             with w.block(f"if (iy < 0 || iy >= {h})"):
@@ -275,8 +342,9 @@ def _emit_input_transform(ctx, plan: _Plan, work: int) -> None:
                         lambda j: f"wv[((i*6 + {j})*{tp // _NR} + tq)*{cin * _NR} + c*{_NR} + l]")
 
 
-def _emit_output_transform(ctx, plan: _Plan, work: int) -> None:
-    """Y for every output channel co of image n: A^T along the patch columns of M into
+def _emit_output_transform(ctx, plan: _Plan, buf: str) -> None:
+    """Y for every output channel co of image n's tile rows from ty0 (work space at `buf`):
+    A^T along the patch columns of M into
     tm[i][b][t], then A down the rows into Y[a][b][t] (both over all tiles at once); then each
     output row, gathered from Y's four column phases into `row`, goes out through ctx.store
     with the bias."""
@@ -285,8 +353,8 @@ def _emit_output_transform(ctx, plan: _Plan, work: int) -> None:
     cout, (oh, ow) = g.out_channels, g.out_sp
     tw, tiles = plan.tw, plan.tiles
     bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
-    with part_loop(ctx, "co", cout):
-        w.line(_part_buffer(ctx, work))
+    with _channel_loop(ctx, plan, "co", cout):
+        w.line(f"float *restrict buf = {buf};")
         w.line(f"float *restrict tm = buf, *restrict Y = buf + {24 * tiles}, "
                f"*restrict row = buf + {40 * tiles};")
         with w.block(f"for (int64_t i = 0; i < 6; ++i) for (int64_t t = 0; t < {tiles}; ++t)"):
@@ -295,8 +363,10 @@ def _emit_output_transform(ctx, plan: _Plan, work: int) -> None:
         with w.block(f"for (int64_t b = 0; b < 4; ++b) for (int64_t t = 0; t < {tiles}; ++t)"):
             _emit_apply(w, AT, lambda i: f"tm[({i * 4} + b)*{tiles} + t]",
                         lambda a: f"Y[({a * 4} + b)*{tiles} + t]")
-        with w.block(f"for (int64_t oy = 0; oy < {oh}; ++oy)"):
-            w.line(f"const float *restrict ya = Y + oy % 4 * {4 * tiles} + oy / 4 * {tw};")
+        end = f"{TILE}*(ty0 + {plan.th})"           # the band's last row, or the image's
+        w.line(f"const int64_t oy1 = {end} < {oh} ? {end} : {oh};")
+        with w.block(f"for (int64_t oy = {TILE}*ty0; oy < oy1; ++oy)"):
+            w.line(f"const float *restrict ya = Y + oy % 4 * {4 * tiles} + (oy / 4 - ty0) * {tw};")
             w.line(f"for (int64_t tx = 0; tx < {tw}; ++tx) for (int64_t b = 0; b < 4; ++b) "
                    f"row[tx*4 + b] = ya[b*{tiles} + tx];")
             with w.block(f"for (int64_t ox = 0; ox < {ow}; ++ox)"):

@@ -6,6 +6,7 @@ edge: partial tiles, pads, odd sizes, epilogues, threads, non-finite inputs.
 Tolerances: the transforms add rounding of their own (about 10x a direct fp32 sum's, see
 the module docstring); weights are scaled so outputs are O(1), and 2e-5 absolute covers it."""
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -86,6 +87,8 @@ SHAPES = [   # (x shape, Cout, attrs): every one runs as Winograd when forced
     ((1, 19, 17, 16), 22, {"pads": [1, 1, 1, 1]}),          # more than one 16-tile panel
     ((1, 40, 30, 30), 33, {"pads": [1, 1, 1, 1]}),          # 64 tiles, Cin > 32
     ((1, 2, 9, 9), 1, {"pads": [1, 1, 1, 1]}),               # one output channel
+    ((2, 5, 30, 30), 9, {"pads": [1, 1, 1, 1]}),            # 2 threads: bands of tile rows
+    ((1, 3, 27, 32), 4, {"pads": [1, 1, 1, 1]}),            # a last band past the image
 ]
 
 
@@ -113,15 +116,31 @@ def test_zoo_sized_conv_by_the_heuristic(threads, rng):
     assert "V[36]" in source
 
 
+@pytest.mark.parametrize("size", [(9, 10), (30, 30)])       # 30x30: in bands at 2 threads
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("where", ["first image", "second image"])
-def test_non_finite_inputs_take_the_gemm_path(where, threads, rng, forced):
+def test_non_finite_inputs_take_the_gemm_path(where, threads, size, rng, forced):
     """NaN and Inf stay where a direct convolution puts them (Winograd would smear them over
     whole tiles); in the second image, after the first went through Winograd."""
-    x = normal(rng, 2, 6, 9, 10)
+    x = normal(rng, 2, 6, *size)
     k = 0 if where == "first image" else 1
     x[k, 2, 4, 4], x[k, 0, 0, 9], x[k, 5, 7, 1] = np.nan, np.inf, -np.inf
     run_case(rng, x.shape, 5, {"pads": [1, 1, 1, 1]}, threads=threads, x=x)
+
+
+@pytest.mark.parametrize("shape, threads, bands", [
+    ((1, 16, 32, 32), 2, 2),       # ResNet-8's first stage: 2 x 32 tiles
+    ((1, 16, 32, 32), 1, 1),
+    ((1, 16, 32, 32), 3, 1),       # 3 x 24 tiles: 3 x 32 columns against 64
+    ((1, 32, 16, 16), 2, 1),       # 2 x 8 tiles would fill 16-tile panels by half
+    ((1, 8, 4, 8), 2, 1),          # one tile row
+    ((1, 4, 27, 32), 2, 2),        # 7 tile rows: 4 + 3 (the second band's fourth past the map)
+])
+def test_bands_where_they_fill_panels(shape, threads, bands, rng, forced):
+    """Bands only where their tiles fill the GEMM's panels about as well as the image's."""
+    assert conv_winograd._bands(SimpleNamespace(out_sp=shape[2:]), threads) == bands
+    source = run_case(rng, shape, 4, {"pads": [1, 1, 1, 1]}, threads=threads)
+    assert ("of the band" in source) == (bands > 1)
 
 
 def test_huge_inputs_take_the_gemm_path(rng, forced):

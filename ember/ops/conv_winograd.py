@@ -344,10 +344,9 @@ def _emit_input_transform(ctx, plan: _Plan, buf: str) -> None:
 
 def _emit_output_transform(ctx, plan: _Plan, buf: str) -> None:
     """Y for every output channel co of image n's tile rows from ty0 (work space at `buf`):
-    A^T along the patch columns of M into
-    tm[i][b][t], then A down the rows into Y[a][b][t] (both over all tiles at once); then each
-    output row, gathered from Y's four column phases into `row`, goes out through ctx.store
-    with the bias."""
+    A^T along the patch columns of M into tm[i][b][t], then A down the rows into Y[a][b][t]
+    (both over all tiles at once); then each output row, gathered from Y's four column phases
+    into `row`, goes out through ctx.store with the bias."""
     w: CWriter = ctx.w
     g = plan.g
     cout, (oh, ow) = g.out_channels, g.out_sp

@@ -208,6 +208,24 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
                                 _emit_final(w, g, t, final, ctx.schedule.simd_pragmas)
 
 
+def blocked_gemm_text(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None = None,
+                      in_region: bool = False, alone: bool = False) -> str:
+    """emit_blocked_gemm's C written aside, for a caller to place once its own scratch, which
+    follows the GEMM's, is laid out. alone: inside a threaded kernel, on the thread of the part
+    that reaches it, unshared (one of a Winograd band's products)."""
+    w, schedule, sharing = ctx.w, ctx.schedule, ctx.sharing
+    ctx.w = CWriter()
+    if alone:
+        ctx.schedule, ctx.sharing = replace(schedule, threads=1), None
+    try:
+        emit_blocked_gemm(ctx, g, t, final, in_region)
+        return ctx.w.text()
+    finally:
+        ctx.w = w
+        if alone:   # what the GEMM records of its sharing otherwise stays the kernel's
+            ctx.schedule, ctx.sharing = schedule, sharing
+
+
 def _emit_b_block(w: CWriter, b, k: int, t: GemmTiles) -> str:
     """Point `bp` at the packed kc x nc block of B at (pc, jc); returns its panel stride."""
     if isinstance(b, PackedConst):

@@ -26,7 +26,7 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
-                                Strided, emit_blocked_gemm, pack_a, pack_b)
+                                Strided, blocked_gemm_text, emit_blocked_gemm, pack_a, pack_b)
 from ember.lower.parallel import part_loop, serial, team
 from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
                                   im2col_gathered, pointwise_in_place, strided_rows_in_place)
@@ -259,14 +259,11 @@ def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     def final(i: str, j: str, value: str) -> None:
         store(i, _biased(ctx, g, j, value))
 
-    body = ctx.w
-    ctx.w = body.detached()           # the GEMM first: its packing's scratch size is known after
-    emit_blocked_gemm(ctx, gemm, t, final)
+    gemm_text = blocked_gemm_text(ctx, gemm, t, final)   # first: its scratch size comes after
     gemm_floats = _round16(ctx.scratch_bytes // 4)
     ctx.request_scratch(4 * (gemm_floats + vout_floats))
-    gemm_text, ctx.w = ctx.w.text(), body
-    body.line(f"float *restrict vout = (float *)scratch + {gemm_floats};")
-    body.lines(gemm_text)
+    ctx.w.line(f"float *restrict vout = (float *)scratch + {gemm_floats};")
+    ctx.w.lines(gemm_text)
 
 
 def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:

@@ -35,7 +35,7 @@ computes the whole batch instead.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction as Fr
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
-from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
+from ember.kernels.gemm import BlockedGemm, PackedConst, blocked_gemm_text, pack_a
 from ember.lower.parallel import barrier, part_loop, part_slot, serial, team
 from ember.lower.schedule import (WINOGRAD_ALPHA, WINOGRAD_NR, WINOGRAD_TILE, gemm_tiles,
                                   winograd_pays)
@@ -188,7 +188,7 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     # Any scratch the GEMM asks for (none with both operands packed) stays at the start of
     # scratch; V, M and the transforms' per-thread buffers follow.
     team(ctx)           # the phases, or the bands, shared by every thread; the redo after
-    gemm_code = _captured_gemm(ctx, gemm, t, banded)
+    gemm_code = blocked_gemm_text(ctx, gemm, t, in_region=not banded, alone=banded)
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
     work = max(plan.input_work()[-1], plan.output_work())
     v_floats, m_floats = xis * cin * plan.tiles_padded, xis * cout * tiles
@@ -233,20 +233,6 @@ def emit_conv_winograd(ctx, g: ConvGeometry) -> None:
     barrier(ctx)
     with w.block("if (redo)"):
         emit_conv_gemm(ctx, g)
-
-
-def _captured_gemm(ctx, gemm: BlockedGemm, t, alone: bool) -> str:
-    """The GEMM's C, written aside (it goes inside the image loop). alone: on the part's
-    thread only (a band's products), else shared by the team's parts."""
-    w, schedule, sharing = ctx.w, ctx.schedule, ctx.sharing
-    ctx.w = CWriter()
-    if alone:
-        ctx.schedule, ctx.sharing = replace(schedule, threads=1), None
-    try:
-        emit_blocked_gemm(ctx, gemm, t, None, in_region=not alone)
-        return ctx.w.text()
-    finally:
-        ctx.w, ctx.schedule, ctx.sharing = w, schedule, sharing
 
 
 def _combo(coefs, terms: list[str]) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
-from ember.kernels.gemm import BlockedGemm, PackedConst, emit_blocked_gemm, pack_a
+from ember.kernels.gemm import BlockedGemm, PackedConst, blocked_gemm_text, pack_a
 from ember.lower.parallel import barrier, part_loop, part_slot, serial, team
 from ember.lower.schedule import gemm_tiles, winograd2_pays, winograd_pays
 from ember.ops.conv_gemm import emit_conv_gemm
@@ -76,12 +76,7 @@ def emit_conv_winograd2(ctx, g: ConvGeometry) -> None:
     b = PackedConst(f"(wv + xi*{vs})")
     gemm = BlockedGemm(cout, tiles, cin, (("xi", 16),), a, b, f"wm + xi*{ms}", tiles)
     team(ctx)           # the transforms' loops and the GEMMs, each shared by every thread
-    gemm_code = CWriter()
-    ctx.w = gemm_code
-    try:
-        emit_blocked_gemm(ctx, gemm, t, None, in_region=True)
-    finally:
-        ctx.w = w
+    gemm_code = blocked_gemm_text(ctx, gemm, t, in_region=True)
     gemm_floats = -(-ctx.scratch_bytes // 64) * 16
     v_floats, m_floats, pd_floats = 16 * vs, 16 * ms, -(-ph * pw // 16) * 16
     parts = ctx.schedule.threads
@@ -122,7 +117,7 @@ def emit_conv_winograd2(ctx, g: ConvGeometry) -> None:
                         _emit_apply(w, BT, lambda q, i=i: f"e[{i}][{q}]",
                                     lambda j, i=i: f"v[{(i * 4 + j) * vs}]")
         w.line("if (__atomic_load_n(big, __ATOMIC_RELAXED)) break;   /* past the barrier */")
-        w.lines(gemm_code.text())
+        w.lines(gemm_code)
         bias = f" + {ctx.ins[2]}[co]" if g.has_bias else ""
         with part_loop(ctx, "co", cout), w.block(f"for (int64_t t = 0; t < {tiles}; ++t)"):
             w.line(f"const float *restrict m = wm + co*{tiles} + t;")

@@ -46,10 +46,6 @@ class CWriter:
                 self._indent -= 1
                 self.line("}")
 
-    def detached(self) -> "CWriter":
-        """An empty writer at this one's indentation, for text to be placed later."""
-        return CWriter(self._indent)
-
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
 

@@ -68,13 +68,19 @@ static __attribute__((unused)) void ember_pack_a_{t.mr}(int64_t mc, int64_t kc, 
 /* Pack B[0:kc][0:nc] (element (k, j) at src[k*rs + j*cs]) into NR-column panels. */
 static __attribute__((unused)) void ember_pack_b_{t.nr}(int64_t kc, int64_t nc, const float *restrict src, int64_t rs,
                                int64_t cs, float *restrict dst) {{
+    if (cs == 1 && nc >= {t.nr}) {{  /* whole panels row by row: each row of B read once, in
+                                   order (panel by panel read kc rows a line at a time) */
+        const int64_t full = nc / {t.nr} * {t.nr};
+        for (int64_t k = 0; k < kc; ++k)
+            for (int64_t j0 = 0; j0 < full; j0 += {t.nr})
+                memcpy(dst + j0*kc + k*{t.nr}, src + k*rs + j0, sizeof(float)*{t.nr});
+        dst += full*kc;
+        src += full;
+        nc -= full;
+    }}
     for (int64_t j0 = 0; j0 < nc; j0 += {t.nr}, dst += kc*{t.nr}) {{
         const int64_t nr = nc - j0 < {t.nr} ? nc - j0 : {t.nr};
         const float *restrict s = src + j0*cs;
-        if (nr == {t.nr} && cs == 1) {{
-            for (int64_t k = 0; k < kc; ++k) memcpy(dst + k*{t.nr}, s + k*rs, sizeof(float)*{t.nr});
-            continue;
-        }}
         if (nr < {t.nr})
             for (int64_t k = 0; k < kc; ++k)
                 for (int64_t j = nr; j < {t.nr}; ++j) dst[k*{t.nr} + j] = 0;

@@ -140,6 +140,12 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     return padded.reshape(k, -1, nr).transpose(1, 0, 2).reshape(-1).copy()
 
 
+def part_extent(size: int, parts: int, tile: int) -> int:
+    """Rows (or columns) of each part of a GEMM's output split `parts` ways: whole micro-tiles
+    of `tile`, the last part taking what is left."""
+    return -(-(-(-size // parts)) // tile) * tile
+
+
 def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
                       in_region: bool = False) -> None:
     """Write the loop nest computing `g` into ctx.w (see the module docstring). With `final`
@@ -151,8 +157,7 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
     items = math.prod(e for _, e in g.batch) * t.m_parts * t.n_parts
     kc_max = min(t.kc, g.k)
     threads = ctx.schedule.threads if in_region else min(ctx.schedule.threads, items)
-    m_part = -(-(-(-g.m // t.m_parts)) // t.mr) * t.mr      # rows per part, whole panels
-    n_part = -(-(-(-g.n // t.n_parts)) // t.nr) * t.nr
+    m_part, n_part = part_extent(g.m, t.m_parts, t.mr), part_extent(g.n, t.n_parts, t.nr)
     if isinstance(g.a, Strided) and g.a.cs == 1 and a_rows_in_place(t, g.a.rs):
         g = replace(g, a=RowsInPlace(g.a.base, g.a.rs))
     a_packed = not isinstance(g.a, (PackedConst, RowsInPlace))

@@ -26,8 +26,9 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node
 from ember.kernels.gemm import (BlockedGemm, ConvWindow2d, Im2col, PackedConst, RowOffsets,
-                                Strided, blocked_gemm_text, emit_blocked_gemm, pack_a, pack_b)
-from ember.lower.parallel import part_loop, serial, team
+                                Strided, blocked_gemm_text, emit_blocked_gemm, pack_a, pack_b,
+                                part_extent)
+from ember.lower.parallel import part_loop, part_slot, serial, team
 from ember.lower.schedule import (conv_copies_input, conv_positions_on_m, gemm_tiles,
                                   im2col_gathered, pointwise_in_place, strided_rows_in_place)
 from ember.ops.registry import same_layout_inputs
@@ -141,10 +142,41 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     images = g.batch * g.in_channels
     image_floats = _round16(images * plane + t.nr)         # nr - 1 readable floats past the end
     vout_floats = 0 if mapped else g.batch * g.out_channels * n
-    ctx.request_scratch(4 * (image_floats + vout_floats))
-    w.line("float *restrict xpad = (float *)scratch;")
-    team(ctx)           # the copy, then the GEMM reading it (a barrier between)
+    if _banded(ctx, g, d, t):
+        # each part copies, into its own copy, only the rows its own output rows read
+        ctx.request_scratch(4 * image_floats * ctx.schedule.threads)
+        w.line(f"float *restrict xpad = (float *)scratch + {part_slot(ctx)}*{image_floats};")
+    else:
+        ctx.request_scratch(4 * (image_floats + vout_floats))
+        w.line("float *restrict xpad = (float *)scratch;")
+        team(ctx)           # the copy, then the GEMM reading it (a barrier between)
     _emit_rows_gemm(ctx, g, d, t, images, image_floats)
+
+
+def _banded(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> bool:
+    """Whether each thread copies the padded rows its own part of the GEMM reads (a band of
+    output rows), so no copied row crosses between threads and no barrier waits: one image
+    and group, output rows of whole vectors, the GEMM's parts one per thread along N.
+    Rows on a band's edge are copied twice, once per band."""
+    threads = ctx.schedule.threads
+    return (threads > 1 and g.batch * g.groups == 1 and d.ow % t.lanes == 0
+            and t.m_parts == 1 and t.n_parts == threads)
+
+
+def _band_rows(ctx, d: ConvWindow2d, t) -> tuple[str, str]:
+    """C expressions of the phase rows [r0, r1) the running part's output rows read (all of
+    them where one thread runs every part: part < 0)."""
+    w = ctx.w
+    hq, _ = _phase_grid(d)
+    n = d.oh * d.ow
+    n_part = part_extent(n, t.n_parts, t.nr)        # as emit_blocked_gemm splits N
+    below = (d.kh - 1) * d.dy // d.sy             # phase rows a window reaches below its first
+    w.line(f"const int64_t band_end = part < 0 ? {n} : "
+           f"((part + 1)*{n_part} < {n} ? (part + 1)*{n_part} : {n});")
+    w.line(f"const int64_t r0 = part < 0 ? 0 : part*{n_part} / {d.ow};")
+    w.line(f"const int64_t r1 = (band_end + {d.ow - 1}) / {d.ow} + {below} < {hq} ? "
+           f"(band_end + {d.ow - 1}) / {d.ow} + {below} : {hq};")
+    return "r0", "r1"
 
 
 def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
@@ -155,8 +187,9 @@ def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
     hq, wq = _phase_grid(d)
     plane = d.sy * d.sx * hq * wq
     k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
-    in_region = ctx.schedule.threads > 1
-    _emit_pad_copy(ctx, d, images, image_floats)
+    banded = _banded(ctx, g, d, t)
+    in_region = ctx.schedule.threads > 1 and not banded
+    _emit_pad_copy(ctx, d, images, image_floats, _band_rows(ctx, d, t) if banded else None)
     offsets = np.array([((c * d.sy + ky * d.dy % d.sy) * d.sx + kx * d.dx % d.sx) * hq * wq
                         + ky * d.dy // d.sy * wq + kx * d.dx // d.sx
                         for c in range(cg) for ky in range(d.kh) for kx in range(d.kw)], np.int64)
@@ -266,23 +299,27 @@ def _emit_swapped(ctx, g: ConvGeometry, d: ConvWindow2d) -> None:
     ctx.w.lines(gemm_text)
 
 
-def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int) -> None:
+def _emit_pad_copy(ctx, d: ConvWindow2d, images: int, image_floats: int,
+                   band: tuple[str, str] | None = None) -> None:
     """xpad[image][phase] = the image's padded rows and columns of that stride phase
     (_phase_grid), zero outside the image; zeros past the last image (up to image_floats,
     written with the last image). Each input row is
     split once into its column phases, each a loop with constant bounds that GCC
-    vectorizes (a de-interleave at stride 2)."""
+    vectorizes (a de-interleave at stride 2). `band`: only phase rows [r0, r1) (C
+    expressions), every image on this thread; else the images shared among the parts."""
     w = ctx.w
     hq, wq = _phase_grid(d)
     phases = d.sy * d.sx
-    with part_loop(ctx, "im", images):
+    rows = band or ("0", str(hq))
+    with (w.block(f"for (int64_t im = 0; im < {images}; ++im)") if band else
+          part_loop(ctx, "im", images)):
         tail = image_floats - images * phases * hq * wq
         w.line(f"if (im == {images - 1}) memset(xpad + {images * phases * hq * wq}, 0, "
                f"sizeof(float)*{tail});")
         w.line(f"const float *restrict src = {ctx.ins[0]} + im*{d.h * d.w};")
         w.line(f"float *restrict dst = xpad + im*{phases * hq * wq};")
         with w.block(f"for (int64_t ry = 0; ry < {d.sy}; ++ry)"), \
-                w.block(f"for (int64_t r = 0; r < {hq}; ++r)"):
+                w.block(f"for (int64_t r = {rows[0]}; r < {rows[1]}; ++r)"):
             w.line(f"const int64_t iy = r*{d.sy} + ry - {d.py};")
             w.line(f"float *restrict row = dst + (ry*{d.sx * hq} + r)*{wq};")
             with w.block(f"if (iy < 0 || iy >= {d.h})"):

@@ -206,6 +206,7 @@ ROWS_IN_PLACE = [   # (x shape, w shape, attrs, microkernel suffix): B read from
     ((1, 6, 16, 16), (5, 6, 3, 3), {"pads": [1, 1, 1, 1]}, "p"),
     ((1, 12, 64), (10, 12, 3), {"pads": [1, 1]}, "p"),                            # 1-D
     ((1, 7, 9, 9), (8, 7, 2, 2), {"strides": [1, 1], "pads": [0, 0, 0, 0]}, "p"),  # no padding
+    ((1, 6, 5, 40), (5, 6, 3, 3), {"pads": [1, 1, 1, 1]}, "p"),   # 2 threads: bands split a row
     ((2, 16, 28, 28), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "o"),
     ((1, 24, 20, 21), (9, 24, 3, 3), {"strides": [2, 2], "dilations": [2, 2], "pads": [2, 2, 2, 2]},
      "o"),
@@ -229,17 +230,34 @@ def test_conv_rows_in_place(case, threads, rng):
     compare(model, {"x": x, "r": r}, threads)
 
 
-@pytest.mark.parametrize("case", [0, 8])
-def test_conv_rows_in_place_nan_inf(case, rng):
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [0, 8, 9])
+def test_conv_rows_in_place_nan_inf(case, threads, rng):
     """NaN and Inf in the image reach exactly the outputs whose windows hold them; none
-    leaks through the zero padding or the dropped columns."""
+    leaks through the zero padding, the dropped columns or a band's edge."""
     xs, ws, attrs, _ = ROWS_IN_PLACE[case]
     x, w = normal(rng, *xs), normal(rng, *ws)
     x[0, 1, 3, 5], x[0, 2, -1, -1], x[0, 0, 0, 0] = np.nan, np.inf, -np.inf
+    x[0, 3, xs[2] // 2, 7] = np.nan                  # on the rows both bands copy
     node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
     model = make_model([node], {"x": x}, ["y"], {"w": w})
-    got = ember.compile(model).run({"x": x})["y"]
+    got = ember.compile(model, threads=threads).run({"x": x})["y"]
     want = run_ort(model, {"x": x})[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], **TOL)
+
+
+@pytest.mark.parametrize("case, banded", [(0, True), (1, True), (8, True), (3, False), (9, False)])
+def test_conv_rows_banded(case, banded):
+    """With 2 threads, one image and output rows of whole vectors, each thread copies the
+    padded rows its own band of output rows reads, into its own buffer: no barrier. A batch
+    (case 3) or virtual positions (case 9) keep the shared copy and its barrier."""
+    xs, ws, attrs, _ = ROWS_IN_PLACE[case]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    model = make_model([node], {"x": np.zeros(xs, np.float32)}, ["y"],
+                       {"w": np.zeros(ws, np.float32)})
+    source = ember.compile(model, threads=2).source
+    kernel = source[source.index("static void k0_conv("):source.index("static void k0_conv_part(")]
+    assert ("band_end" in kernel) == banded
+    assert ("ember_barrier(part" in kernel) != banded

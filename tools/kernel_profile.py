@@ -15,9 +15,7 @@ import ctypes
 import re
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -64,32 +62,37 @@ def kernel_notes(source: str) -> dict[str, str]:
     return {k: f"{modes.get(k, '1t'):5s} {v}" for k, v in notes.items()}
 
 
+def instrumented(model, threads: int) -> tuple[CompiledModel, CompiledModel, list[str]]:
+    """`model` (an onnx.ModelProto) compiled for `threads`; the same with every kernel call
+    timed (built beside it in the compile cache); the kernels' names in call order."""
+    options = CompileOptions(threads=threads)
+    plain = ember.compile(model, options=options)
+    source, names = instrument(plain.source)
+    flags = host_flags(options.target.march, options.opt_level, options.threads)
+    library = build_shared_library(source, flags, options.cache_dir)
+    return plain, CompiledModel(library, plain._weights, plain.manifest, source), names
+
+
 def profile(model, threads: int, runs: int) -> tuple[list[tuple[str, str, float]], float]:
     """(kernel name, notes, median microseconds) per kernel in call order, and the median
     microseconds of a whole call, of `model` (an onnx.ModelProto) compiled for `threads`."""
     from ember.zoo import random_inputs
     feeds = random_inputs(model)
-    options = CompileOptions(threads=threads)
-    plain = ember.compile(model, options=options)
-    source, names = instrument(plain.source)
-    flags = host_flags(options.target.march, options.opt_level, options.threads)
+    plain, timed, names = instrumented(model, threads)
+    ns = (ctypes.c_int64 * max(len(names), 1)).in_dll(timed._lib, "ember_prof_ns")
+    inputs = [np.ascontiguousarray(feeds[i.name]) for i in timed.inputs]
+    outputs = [np.empty(o.shape, o.dtype) for o in timed.outputs]
+    call = timed.bound_call(inputs, outputs)
+    for _ in range(max(runs // 10, 3)):           # warm-up
+        call()
     per_kernel: list[list[int]] = [[] for _ in names]
     whole = []
-    with tempfile.TemporaryDirectory() as tmp:
-        timed = CompiledModel(build_shared_library(source, flags, Path(tmp)), plain._weights,
-                              plain.manifest, source)
-        ns = (ctypes.c_int64 * max(len(names), 1)).in_dll(timed._lib, "ember_prof_ns")
-        inputs = [np.ascontiguousarray(feeds[i.name]) for i in timed.inputs]
-        outputs = [np.empty(o.shape, o.dtype) for o in timed.outputs]
-        call = timed.bound_call(inputs, outputs)
-        for _ in range(max(runs // 10, 3)):           # warm-up
-            call()
-        for _ in range(runs):
-            t0 = time.perf_counter_ns()
-            call()
-            whole.append(time.perf_counter_ns() - t0)
-            for k in range(len(names)):
-                per_kernel[k].append(ns[k])
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        call()
+        whole.append(time.perf_counter_ns() - t0)
+        for k in range(len(names)):
+            per_kernel[k].append(ns[k])
     notes = kernel_notes(plain.source)
     rows = [(name, notes.get(name, ""), statistics.median(v) / 1e3)
             for name, v in zip(names, per_kernel)]

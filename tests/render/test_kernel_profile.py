@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 
 import ember
-from ember.options import CompileOptions
-from ember.runtime.cpu import CompiledModel
-from ember.runtime.toolchain import build_shared_library, host_flags
 from ember.zoo import ZOO, random_inputs
 
 _TOOL = Path(__file__).resolve().parents[2] / "tools" / "kernel_profile.py"
@@ -39,14 +36,9 @@ def test_every_kernel_timed(tool, threads):
         assert any(note.startswith(("team", "claim")) for _, note, _ in rows)
 
 
-def test_instrumented_outputs_unchanged(tool, tmp_path):
+def test_instrumented_outputs_unchanged(tool):
     model = ZOO["small_cnn"]()
     feeds = random_inputs(model)
-    plain = ember.compile(model, threads=2)
-    source, _ = tool.instrument(plain.source)
-    options = CompileOptions(threads=2)
-    lib = build_shared_library(source, host_flags(options.target.march, options.opt_level, 2),
-                               tmp_path)
-    timed = CompiledModel(lib, plain._weights, plain.manifest, source)
+    plain, timed, _ = tool.instrumented(model, threads=2)
     for name, want in plain.run(feeds).items():
         np.testing.assert_array_equal(timed.run(feeds)[name], want)

@@ -142,7 +142,8 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
     images = g.batch * g.in_channels
     image_floats = _round16(images * plane + t.nr)         # nr - 1 readable floats past the end
     vout_floats = 0 if mapped else g.batch * g.out_channels * n
-    if _banded(ctx, g, d, t):
+    banded = _banded(ctx, g, d, t)
+    if banded:
         # each part copies, into its own copy, only the rows its own output rows read
         ctx.request_scratch(4 * image_floats * ctx.schedule.threads)
         w.line(f"float *restrict xpad = (float *)scratch + {part_slot(ctx)}*{image_floats};")
@@ -150,7 +151,7 @@ def _emit_padded_direct(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> None:
         ctx.request_scratch(4 * (image_floats + vout_floats))
         w.line("float *restrict xpad = (float *)scratch;")
         team(ctx)           # the copy, then the GEMM reading it (a barrier between)
-    _emit_rows_gemm(ctx, g, d, t, images, image_floats)
+    _emit_rows_gemm(ctx, g, d, t, images, image_floats, banded)
 
 
 def _banded(ctx, g: ConvGeometry, d: ConvWindow2d, t) -> bool:
@@ -180,14 +181,14 @@ def _band_rows(ctx, d: ConvWindow2d, t) -> tuple[str, str]:
 
 
 def _emit_rows_gemm(ctx, g: ConvGeometry, d: ConvWindow2d, t, images: int,
-                    image_floats: int) -> None:
-    """_emit_padded_direct's copy, then its GEMM reading the copy's rows in place."""
+                    image_floats: int, banded: bool) -> None:
+    """_emit_padded_direct's copy (`banded`: each part its own rows), then its GEMM reading
+    the copy's rows in place."""
     w = ctx.w
     cg, mg = g.in_channels // g.groups, g.out_channels // g.groups
     hq, wq = _phase_grid(d)
     plane = d.sy * d.sx * hq * wq
     k, n = cg * d.kh * d.kw, (d.oh - 1) * wq + d.ow
-    banded = _banded(ctx, g, d, t)
     in_region = ctx.schedule.threads > 1 and not banded
     _emit_pad_copy(ctx, d, images, image_floats, _band_rows(ctx, d, t) if banded else None)
     offsets = np.array([((c * d.sy + ky * d.dy % d.sy) * d.sx + kx * d.dx % d.sx) * hq * wq

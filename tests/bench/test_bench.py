@@ -196,6 +196,7 @@ def test_json_is_strict(tmp_path):
 
 def test_busy_machines_are_flagged():
     assert busy_note({"load_average": [2.5, 1, 1], "usable_cores": 2})
+    assert busy_note({"load_average": [1.5, 1, 1], "usable_cores": 2})      # a test run just ended
     assert busy_note({"load_average": [0.5, 1, 1], "usable_cores": 2}) == []
     assert busy_note({}) == []
 

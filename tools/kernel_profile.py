@@ -35,7 +35,7 @@ def instrument(source: str) -> tuple[str, list[str]]:
     out = []
     for line in body.splitlines():
         m = _CALL.match(line)
-        if m and not line.lstrip().startswith("static"):
+        if m:
             k = len(names)
             names.append(m.group(2) or m.group(3))
             indent = m.group(1)

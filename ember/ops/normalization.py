@@ -27,6 +27,14 @@ from ember.render.cwriter import CWriter, c_float
 
 _F = dt.FLOATS
 
+#: arithmetic per element of a Softmax or LogSoftmax row (maximum, subtraction, exp's range
+#: reduction and polynomial, sum, scale) and of a mean/variance normalization (two passes of
+#: statistics, then the affine). Counted rather than left at OpDef's one per element because
+#: the count decides whether a kernel shares its rows among threads (schedule.kernel_schedule):
+#: at one per element BERT's 12x128x128 softmax and 128x384 LayerNorms ran on one thread of
+#: two (131 and 40 us per call; shared 78 and 23 us)
+SOFTMAX_FLOPS, NORMALIZE_FLOPS = 16, 8
+
 
 def _need_rank(node: Node, least: int) -> TensorType:
     x = node.inputs[0].type
@@ -56,6 +64,10 @@ class SoftmaxFamily(OpDef):
     def infer(self, node: Node) -> list[TensorType]:
         softmax_split(node)
         return same_type(node)
+
+    def flops(self, node: Node) -> int:
+        per_element = 1 if node.op == "Hardmax" else SOFTMAX_FLOPS
+        return node.outputs[0].type.size * per_element
 
     def lower(self, node: Node, ctx) -> None:
         outer, n, inner = softmax_split(node)
@@ -165,12 +177,18 @@ def _check_shape(node: Node, k: int, want: tuple[int, ...], what: str) -> None:
         raise fail(node, f"{what} must have shape {list(want)}, got {list(v.type.shape)}")
 
 
+class _MeanVarianceOp(OpDef):
+    """A normalization of blocks by their mean and variance (emit_block_stats, emit_affine)."""
+    dtypes = _F
+
+    def flops(self, node: Node) -> int:
+        return node.inputs[0].type.size * NORMALIZE_FLOPS
+
+
 # -- LayerNormalization ------------------------------------------------------------------------
 
 @register_op("LayerNormalization")
-class LayerNorm(OpDef):
-    dtypes = _F
-
+class LayerNorm(_MeanVarianceOp):
     def check(self, node: Node) -> list[str]:
         problems = super().check(node)
         if node.attrs.get("stash_type", 1) != 1:
@@ -227,8 +245,7 @@ def _broadcast_reader(name: str | None, v, block: tuple[int, ...]):
 # -- InstanceNormalization, GroupNormalization --------------------------------------------------
 
 @register_op("InstanceNormalization")
-class InstanceNorm(OpDef):
-    dtypes = _F
+class InstanceNorm(_MeanVarianceOp):
 
     def infer(self, node: Node) -> list[TensorType]:
         x = _need_rank(node, 2)
@@ -246,8 +263,7 @@ class InstanceNorm(OpDef):
 
 
 @register_op("GroupNormalization")
-class GroupNorm(OpDef):
-    dtypes = _F
+class GroupNorm(_MeanVarianceOp):
 
     def _groups(self, node: Node) -> int:
         x = _need_rank(node, 2)

@@ -1,5 +1,7 @@
 """Normalizations against onnxruntime: Softmax family, Layer/Instance/Group/Batch norm, LpNorm,
 LRN, MeanVarianceNormalization."""
+import re
+
 import numpy as np
 import pytest
 
@@ -191,7 +193,7 @@ def test_mvn_opset1(across, variance, rng):
 # -- vectorized rows (ops/vecmath.py helpers), split over threads --------------------------------
 
 def _check_threads(op, inputs, attrs, initializers=None, threads=2, n_outputs=1, opset=17):
-    """check_node, compiled with `threads` threads."""
+    """check_node, compiled with `threads` threads; the compiled model."""
     import ember
     from conftest import make_model, run_ort
     from onnx import helper
@@ -199,9 +201,11 @@ def _check_threads(op, inputs, attrs, initializers=None, threads=2, n_outputs=1,
     outs = [f"y{k}" for k in range(n_outputs)]
     model = make_model([helper.make_node(op, names, outs, **attrs)], inputs, outs, initializers,
                        opset)
-    got = ember.compile(model, threads=threads).run(inputs)
+    compiled = ember.compile(model, threads=threads)
+    got = compiled.run(inputs)
     for name, want in zip(outs, run_ort(model, inputs)):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+    return compiled
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
@@ -209,6 +213,20 @@ def _check_threads(op, inputs, attrs, initializers=None, threads=2, n_outputs=1,
 @pytest.mark.parametrize("threads", [1, 2])
 def test_softmax_row_lengths(op, n, threads, rng):
     _check_threads(op, {"x": normal((5, n), rng) * 5}, {"axis": -1}, threads=threads, opset=13)
+
+
+@pytest.mark.parametrize("op, shape", [("Softmax", (3, 64, 91)), ("LogSoftmax", (3, 64, 91)),
+                                       ("LayerNormalization", (3, 29, 384))])
+@pytest.mark.parallel_threshold
+def test_rows_shared_among_threads(op, shape, rng):
+    """Rows enough (BERT's attention softmax and LayerNorms have more) are shared among the
+    threads under the real PARALLEL_MIN_FLOPS: their flops count exp and the statistics'
+    passes, not one per element."""
+    x = normal(shape, rng) * 3
+    params = {"s": normal(shape[-1:], rng), "b": normal(shape[-1:], rng)} \
+        if op == "LayerNormalization" else None
+    compiled = _check_threads(op, {"x": x}, {"axis": -1}, params, opset=17)
+    assert re.search(r"ember_parallel\(k\d+_\w+_part", compiled.source)
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])

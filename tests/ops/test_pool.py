@@ -200,6 +200,50 @@ def test_max_pool_values_only(x_shape, attrs, rng):
     _check_fast("MaxPool", _x(rng, x_shape), attrs, fast=len(x_shape) < 5 and overlap)
 
 
+SEPARABLE = "const float *restrict x0 = xp"    # the separable MaxPool's first window row
+
+
+@pytest.mark.parametrize("x_shape,attrs", [
+    ((1, 3, 20, 112), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((2, 2, 9, 37), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 6, 5), {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [2, 1, 0, 1]}),
+    ((1, 2, 11, 19), {"kernel_shape": [5, 5], "strides": [3, 2], "pads": [2, 4, 1, 3],
+                      "ceil_mode": 1}),
+    ((1, 2, 8, 33), {"kernel_shape": [1, 3], "pads": [0, 1, 0, 1]}),
+    ((1, 1, 17), {"kernel_shape": [4], "strides": [2], "pads": [3, 2]}),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool_separable(x_shape, attrs, threads, rng):
+    """Rows then columns (emit_separable_max): ResNet's 3x3 stride 2, a ragged last vector of
+    outputs, rows narrower than a vector, windows cut by the edges on every side (ceil_mode),
+    stride 1, 1-D; +-Inf against onnxruntime, then NaN taps skipped as the kernel with indices
+    skips them (onnxruntime's 2-D MaxPool does not, see test_pool_nan_inf_2d)."""
+    x = _x(rng, x_shape)
+    x.flat[3::11], x.flat[5::13] = np.inf, -np.inf
+    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], {"x": x}, ["y"])
+    compiled = ember.compile(model, threads=threads)
+    assert SEPARABLE in compiled.source
+    np.testing.assert_array_equal(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+    x.flat[::7] = np.nan
+    indexed = make_model([helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)], {"x": x},
+                         ["y", "i"])
+    want = ember.compile(indexed).run({"x": x})["y"]
+    np.testing.assert_array_equal(compiled.run({"x": x})["y"], want)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [4, 4], "strides": [3, 3]},
+])
+def test_max_pool_plane_kernel_where_not_separable(attrs, rng):
+    """Dilated windows and column strides past 2 keep the plane kernel."""
+    x = _x(rng, (1, 2, 13, 17))
+    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], {"x": x}, ["y"])
+    compiled = ember.compile(model)
+    assert SEPARABLE not in compiled.source and "padded" in compiled.source
+    np.testing.assert_array_equal(compiled.run({"x": x})["y"], run_ort(model, {"x": x})[0])
+
+
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 def test_pool_nan_inf_2d(op, rng):
     x = _x(rng, (1, 2, 7, 9))

@@ -130,6 +130,23 @@ def test_transpose(shape, perm, rng):
     check_node("Transpose", {"x": data(rng, shape)}, {} if perm is None else {"perm": perm})
 
 
+@pytest.mark.parametrize("shape,perm,dtype", [
+    ((1, 144, 784), [0, 2, 1], np.float32),          # MobileNetV2's NCHW -> NHWC, whole tiles
+    ((2, 37, 50), [0, 2, 1], np.float32),            # ragged tiles on both axes
+    ((50, 37), [1, 0], np.int32),
+    ((2, 3, 16, 33), [0, 1, 3, 2], np.uint32),
+    ((33, 48), [1, 0], np.float64),                  # 8-byte elements: element by element
+    ((17, 40), [1, 0], np.uint8),
+])
+def test_transpose_tiles(shape, perm, dtype, rng):
+    """2-D layout changes walked in 16x16 tiles, whole tiles of 4-byte elements transposed in
+    8x8 vector blocks; NaN payloads and infinities are copied as they are."""
+    x = data(rng, shape, dtype)
+    if x.dtype == np.float32:
+        x.flat[::5], x.flat[1::7] = np.nan, -np.inf
+    check_node("Transpose", {"x": x}, {"perm": perm})
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float64, np.bool_])
 def test_transpose_dtypes(dtype, rng):
     check_node("Transpose", {"x": data(rng, (3, 4, 2), dtype)}, {"perm": [1, 2, 0]})

@@ -132,8 +132,9 @@ def _emit_tiled_transpose(w: CWriter, dst: str, src: str, dims: list[Dim], dtype
             scalar = contextlib.nullcontext()
             if dtype.itemsize == 4:
                 with w.block(f"if (a1 - a0 == {t} && b1 - b0 == {t})"):
-                    _emit_vector_blocks(w, dst, src, dtype, _add(dst_off, _term("a", outer.dst_stride)),
-                                        _add(src_off, "a"), outer.dst_stride, inner.src_stride)
+                    dst_row = _add(dst_off, _term("a", outer.dst_stride))
+                    _emit_vector_blocks(w, dst, src, dtype, dst_row, _add(src_off, "a"),
+                                        outer.dst_stride, inner.src_stride)
                 scalar = w.block("else")
             with scalar, w.block("for (int64_t a = a0; a < a1; ++a)"), \
                     w.block("for (int64_t b = b0; b < b1; ++b)"):

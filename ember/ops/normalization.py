@@ -246,7 +246,6 @@ def _broadcast_reader(name: str | None, v, block: tuple[int, ...]):
 
 @register_op("InstanceNormalization")
 class InstanceNorm(_MeanVarianceOp):
-
     def infer(self, node: Node) -> list[TensorType]:
         x = _need_rank(node, 2)
         for k, what in ((1, "scale"), (2, "B")):
@@ -264,7 +263,6 @@ class InstanceNorm(_MeanVarianceOp):
 
 @register_op("GroupNormalization")
 class GroupNorm(_MeanVarianceOp):
-
     def _groups(self, node: Node) -> int:
         x = _need_rank(node, 2)
         groups = int(node.attrs.get("num_groups", 0))

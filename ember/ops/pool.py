@@ -24,7 +24,7 @@ from ember.ops.window import (Window, const_ints, emit_valid_range, kernel_attr,
 from ember.ops.window_plane import (LANES, VEC, Fold, PlaneWindow, emit_vector_types,
                                     emit_window_rows, plane_loop, plane_window, splat,
                                     vector_max)
-from ember.render.cwriter import c_float, c_literal
+from ember.render.cwriter import CWriter, c_float, c_literal
 
 
 @dataclass(frozen=True)
@@ -249,78 +249,91 @@ def emit_plane_pool(ctx, shape: tuple[int, ...], pw: PlaneWindow, is_max: bool,
 def emit_separable_max(ctx, shape: tuple[int, ...], pw: PlaneWindow) -> None:
     """A float32 MaxPool (dilation 1, column stride 1 or 2) in two passes per output row: the
     maximum over the window's rows, whole vectors along the input row, into a row buffer; then
-    over the window's columns (stride 2: every other lane of two loads). kh + kw maxima per
-    output and no padded copy of the plane: ResNet-18's 3x3 stride-2 pool of 64x112x112 ran
-    1.5x quicker than on the plane kernel (2.1x at 2 threads), whose stride-split copy cost
-    most of its time. The
-    buffer's ends hold the lowest float (never greater, so pads never win); a NaN tap is
-    skipped as in `_max`, each maximum keeping the running value unless the tap is greater."""
+    over the window's columns. kh + kw maxima per output and no padded copy of the plane:
+    ResNet-18's 3x3 stride-2 pool of 64x112x112 ran 1.5x quicker than on the plane kernel
+    (2.1x at 2 threads), whose stride-split copy cost most of its time. The buffer's ends hold
+    the lowest float (never greater, so pads never win); a NaN tap is skipped as in `_max`,
+    each maximum keeping the running value unless the tap is greater."""
     w, win = ctx.w, pw.win
-    (kh, kw), (sh, sw), (ph, left) = win.kernel, win.strides, win.pads_begin
-    in_h, in_w, out_h, out_w = pw.in_h, pw.in_w, pw.out_h, pw.out_w
     planes = shape[0] * shape[1]
-    if planes * out_h * out_w == 0:
+    if planes * pw.out_h * pw.out_w == 0:
         return
-    vec_w = -(-out_w // LANES) * LANES          # output columns computed: whole vectors
-    last_read = (vec_w - LANES) * sw + kw - 1 - left + sw * LANES - 1
+    left, in_w = win.pads_begin[1], pw.in_w
+    vec_w = -(-pw.out_w // LANES) * LANES        # output columns computed: whole vectors
+    last_read = (vec_w - LANES) * win.strides[1] + win.kernel[1] - 1 - left \
+        + win.strides[1] * LANES - 1
     right = max(0, last_read + 1 - in_w)
     per_thread = left + in_w + right
     parallel = ctx.schedule.threads > 1 and planes > 1
     scratch = ctx.request_scratch(4 * per_thread * (ctx.schedule.threads if parallel else 1))
-    lowest, full = splat(_LOWEST_F32), in_w // LANES * LANES
     emit_vector_types(w)
     with part_loop(ctx, "nc", planes):
         mine = f" + {part_slot(ctx)} * {per_thread}" if parallel else ""
         w.line(f"float *restrict v = (float *){scratch}{mine} + {left};")
-        w.line(f"const float *restrict xp = {ctx.ins[0]} + nc * {in_h * in_w};")
-        w.line(f"float *restrict yp = {ctx.outs[0]} + nc * {out_h * out_w};")
+        w.line(f"const float *restrict xp = {ctx.ins[0]} + nc * {pw.in_h * in_w};")
+        w.line(f"float *restrict yp = {ctx.outs[0]} + nc * {pw.out_h * pw.out_w};")
         for lo, hi in ((-left, 0), (in_w, in_w + right)):
             if lo < hi:
                 with w.block(f"for (int64_t j = {lo}; j < {hi}; ++j)"):
                     w.line(f"v[j] = {_LOWEST_F32};")
-        with w.block(f"for (int64_t oh = 0; oh < {out_h}; ++oh)"):
-            w.line(f"const int64_t top = oh * {sh} - {ph};")
-            w.line(f"const int64_t r0 = top < 0 ? 0 : top, "
-                   f"r1 = top + {kh} > {in_h} ? {in_h} : top + {kh};")
-            # pads are smaller than the kernel (pool_window), so every window holds an input
-            # row; a row past the input's edge reads the window's nearest row instead, which
-            # leaves the maximum as it is
-            rows = [f"x{a}" for a in range(kh)]
-            for a, x in enumerate(rows):
-                row = f"top + {a}" if a else "top"
-                w.line(f"const float *restrict {x} = xp + ({row} < r0 ? r0 : {row} >= r1 ? "
-                       f"r1 - 1 : {row}) * {in_w};")
-            with w.block(f"for (int64_t j = 0; j < {full}; j += {LANES})"):
-                w.line(f"{VEC} m = {lowest};")
-                for x in rows:
-                    w.line(f"m = {vector_max(f'*(const {VEC} *)({x} + j)', 'm')};")
-                w.line(f"*({VEC} *)(v + j) = m;")
-            if full < in_w:
-                with w.block(f"for (int64_t j = {full}; j < {in_w}; ++j)"):
-                    w.line(f"float m = {_LOWEST_F32};")
-                    for x in rows:
-                        w.line(f"if ({x}[j] > m) m = {x}[j];")
-                    w.line("v[j] = m;")
-            with w.block(f"for (int64_t ow = 0; ow < {vec_w}; ow += {LANES})"):
-                w.line(f"{VEC} m = {lowest};")
-                for b in range(kw):
-                    at = f"v + ow * {sw}" + (f" + {b - left}" if b > left else
-                                             f" - {left - b}" if b < left else "")
-                    if sw == 1:
-                        w.line(f"const {VEC} t{b} = *(const {VEC} *)({at});")
-                    else:
-                        lanes = ", ".join(str(2 * i) for i in range(LANES))
-                        w.line(f"const {VEC} t{b} = __builtin_shufflevector(*(const {VEC} *)"
-                               f"({at}), *(const {VEC} *)({at} + {LANES}), {lanes});")
-                    w.line(f"m = {vector_max(f't{b}', 'm')};")
-                at = f"yp + oh * {out_w} + ow"
-                if vec_w == out_w:
-                    w.line(f"*({VEC} *)({at}) = m;")
-                else:
-                    with w.block(f"if (ow + {LANES} <= {out_w})"):
-                        w.line(f"*({VEC} *)({at}) = m;")
-                    with w.block("else"):
-                        w.line(f"for (int64_t l = 0; ow + l < {out_w}; ++l) ({at})[l] = m[l];")
+        with w.block(f"for (int64_t oh = 0; oh < {pw.out_h}; ++oh)"):
+            _emit_row_max(w, pw)
+            _emit_column_max(w, pw, vec_w)
+
+
+def _emit_row_max(w: CWriter, pw: PlaneWindow) -> None:
+    """v[j] = the maximum of input column j over output row oh's window rows."""
+    (kh, _), (sh, _), (ph, _) = pw.win.kernel, pw.win.strides, pw.win.pads_begin
+    in_h, in_w = pw.in_h, pw.in_w
+    full = in_w // LANES * LANES
+    w.line(f"const int64_t top = oh * {sh} - {ph};")
+    w.line(f"const int64_t r0 = top < 0 ? 0 : top, r1 = top + {kh} > {in_h} ? {in_h} : top + {kh};")
+    # pads are smaller than the kernel (pool_window), so every window holds an input row; a
+    # row past the input's edge reads the window's nearest row instead, which leaves the
+    # maximum as it is
+    rows = [f"x{a}" for a in range(kh)]
+    for a, x in enumerate(rows):
+        row = f"top + {a}" if a else "top"
+        w.line(f"const float *restrict {x} = xp + ({row} < r0 ? r0 : {row} >= r1 ? r1 - 1 : "
+               f"{row}) * {in_w};")
+    with w.block(f"for (int64_t j = 0; j < {full}; j += {LANES})"):
+        w.line(f"{VEC} m = {splat(_LOWEST_F32)};")
+        for x in rows:
+            w.line(f"m = {vector_max(f'*(const {VEC} *)({x} + j)', 'm')};")
+        w.line(f"*({VEC} *)(v + j) = m;")
+    if full < in_w:
+        with w.block(f"for (int64_t j = {full}; j < {in_w}; ++j)"):
+            w.line(f"float m = {_LOWEST_F32};")
+            for x in rows:
+                w.line(f"if ({x}[j] > m) m = {x}[j];")
+            w.line("v[j] = m;")
+
+
+def _emit_column_max(w: CWriter, pw: PlaneWindow, vec_w: int) -> None:
+    """Output row oh: per vector of outputs, the maximum over the window's columns of v
+    (stride 2: every other lane of two loads); a last, partial vector stores its used lanes."""
+    (_, kw), (_, sw), (_, left) = pw.win.kernel, pw.win.strides, pw.win.pads_begin
+    out_w = pw.out_w
+    with w.block(f"for (int64_t ow = 0; ow < {vec_w}; ow += {LANES})"):
+        w.line(f"{VEC} m = {splat(_LOWEST_F32)};")
+        for b in range(kw):
+            at = f"v + ow * {sw}" + (f" + {b - left}" if b > left else
+                                     f" - {left - b}" if b < left else "")
+            if sw == 1:
+                w.line(f"const {VEC} t{b} = *(const {VEC} *)({at});")
+            else:
+                lanes = ", ".join(str(2 * i) for i in range(LANES))
+                w.line(f"const {VEC} t{b} = __builtin_shufflevector(*(const {VEC} *)({at}), "
+                       f"*(const {VEC} *)({at} + {LANES}), {lanes});")
+            w.line(f"m = {vector_max(f't{b}', 'm')};")
+        at = f"yp + oh * {out_w} + ow"
+        if vec_w == out_w:
+            w.line(f"*({VEC} *)({at}) = m;")
+            return
+        with w.block(f"if (ow + {LANES} <= {out_w})"):
+            w.line(f"*({VEC} *)({at}) = m;")
+        with w.block("else"):
+            w.line(f"for (int64_t l = 0; ow + l < {out_w}; ++l) ({at})[l] = m[l];")
 
 
 def emit_global_pool(ctx, shape: tuple[int, ...], is_max: bool) -> None:

@@ -283,3 +283,17 @@ def pointwise_direct_pays(c_in: int, c_out: int, positions: int, vector_bytes: i
     GEMM, whose 6-row micro-tiles such an M fills badly and whose K is short. A target with
     SIMD; positions enough for vectors."""
     return vector_bytes > SCALAR_BYTES and c_out <= _POINTWISE_MAX_OUT and positions >= 64
+
+
+#: expanded maps from this many bytes are expanded in the depthwise conv that reads them
+#: (ops/expand_depthwise.py): MobileNetV2's 16 -> 96 at 112x112 (4.8 MB) ran ~800 us fused
+#: against ~1030 as two kernels (whole model 0.94-0.96 at 1 thread, 0.98-1.0 at 2); its
+#: 24 -> 144 at 56x56 (1.8 MB), which L3 holds, ran no quicker fused (485 / 411 against
+#: 479 / 327 us)
+_EXPAND_DEPTHWISE_MIN_BYTES = 4 << 20
+
+
+def expand_depthwise_pays(expanded_bytes: int) -> bool:
+    """Whether a 1x1 conv expanding to `expanded_bytes` runs inside the 3x3 depthwise conv
+    that reads it, row by row, instead of writing its whole map out for it."""
+    return expanded_bytes >= _EXPAND_DEPTHWISE_MIN_BYTES

@@ -20,6 +20,11 @@ Order, and why:
                                       before fuse-epilogues (which fuses into those MatMuls).
                                       Host only: `ember export` keeps NCHW (a microcontroller's
                                       RAM would hold the boundary transposes' copies).
+  3b. fuse-expand-depthwise           a 1x1 conv expanding into a large map, with its Relu/Clip,
+                                      into the 3x3 depthwise conv reading it: after choose-layout
+                                      (small maps go channels-last) and before fuse-epilogues
+                                      (the depthwise's own activation fuses as a Conv's). Host
+                                      only, as choose-layout.
   4. pack-weights                     constant weights into the layout their kernel reads (after
                                       fold-batchnorm, which rewrites them).
   5. fold-constants                   catch nodes the rewrites above left with constant inputs
@@ -52,6 +57,7 @@ from ember.passes.fold_constants import FoldConstants
 from ember.passes.fold_transposes import FoldTransposes
 from ember.passes.fuse_elementwise import FuseElementwise
 from ember.passes.fuse_epilogues import FuseEpilogues
+from ember.passes.fuse_expand_depthwise import FuseExpandDepthwise
 from ember.passes.fuse_gelu import FuseGelu
 from ember.passes.fuse_qdq import FuseQdq
 from ember.passes.pack_weights import PackWeights
@@ -70,7 +76,7 @@ def default_pipeline(opt_level: int = 3, channels_last: bool = True) -> list[Pas
         EliminateCommonSubexpressions(),
         CancelTransposes(),
         FoldBatchNorm(),
-        *([ChooseLayout()] if channels_last else []),
+        *([ChooseLayout(), FuseExpandDepthwise()] if channels_last else []),
         PackWeights(),
         FoldConstants(),
         EliminateDead(),

@@ -90,6 +90,8 @@ def expand_geometry(node: Node) -> ExpandGeometry:
     x, we, be, wd, bd = (node.input(k) for k in range(5))
     if x is None or we is None or wd is None:
         raise fail(node, "needs an input x, expand weights and depthwise weights")
+    if not we.is_const or (be is not None and not be.is_const):
+        raise fail(node, "the expand weights and bias must be constants (they are packed)")
     if x.type.rank != 4 or x.type.dtype is not dt.F32:
         raise fail(node, f"x must be float32 [N, C, H, W], got {x.type}")
     batch, cin, h, w = x.type.shape

@@ -94,3 +94,19 @@ def test_expand_depthwise_small_map_not_fused(monkeypatch, rng):
     model, x = _chain(rng, 4, 8, 30, 30, 2)
     _check(model, x, fused=False)
     assert schedule.expand_depthwise_pays(4 * 96 * 112 * 112)
+
+
+@pytest.mark.parametrize("runtime_weights,stride,message", [
+    (True, 1, "expand weights and bias must be constants"),
+    (False, 3, "stride must be 1 or 2"),
+])
+def test_expand_depthwise_node_checks(runtime_weights, stride, message, rng):
+    """The internal op named in a model file is checked like any other: a clear error."""
+    from ember.errors import EmberError
+    x = rng.standard_normal((1, 4, 30, 30)).astype(np.float32)
+    weights = {"we": rng.standard_normal((8, 4)).astype(np.float32),
+               "wd": rng.standard_normal((8, 9)).astype(np.float32)}
+    inputs = {"x": x, "we": weights.pop("we")} if runtime_weights else {"x": x}
+    node = helper.make_node("ExpandDepthwiseConv", ["x", "we", "", "wd"], ["y"], stride=stride)
+    with pytest.raises(EmberError, match=message):
+        ember.compile(make_model([node], inputs, ["y"], weights))

@@ -157,6 +157,10 @@ class Reduce(OpDef):
                       lo=type_extreme(t, False), hi=type_extreme(t, True))
         init, update, final = (c.format(**fields) for c in (r.init, r.update, r.final))
         w, src = ctx.w, ctx.ins[0]
+        if (node.op != "ReduceLogSumExp" and red and kept and kept[-1][1] == 1
+                and kept[-1][0] >= _COLUMNS_MIN):
+            _emit_columns(ctx, t, kept, red, acc_t, (init, update, final))
+            return
         with w.loops(tuple(e for e, _ in kept), "o") as oi:
             base = offset_expr(oi, tuple(s for _, s in kept))
             if node.op == "ReduceLogSumExp":
@@ -171,6 +175,44 @@ class Reduce(OpDef):
                 w.line(update)
             out_off = offset_expr(oi, strides(tuple(e for e, _ in kept)))
             w.line(f"{ctx.outs[0]}[{out_off}] = {final};")
+
+
+#: contiguous kept elements from which a reduction keeps a row of accumulators (below, the
+#: strided walk per output element is as quick)
+_COLUMNS_MIN = 8
+
+
+def _emit_columns(ctx, t: DType, kept: list[Loop], red: list[Loop], acc_t: str,
+                  code: tuple[str, str, str]) -> None:
+    """A reduction whose innermost kept axis is contiguous (a mean over a channels-last
+    matrix's rows: MobileNetV2's global pool): a row of accumulators in scratch, each reduced
+    row folded into it by a loop over contiguous elements, which the compiler vectorizes,
+    instead of a strided walk per output element ([49, 1280] 15.6 -> 9.5 us, DS-CNN's
+    [125, 64] 1.1 -> 0.8)."""
+    init, update, final = code
+    w, src = ctx.w, ctx.ins[0]
+    n = kept[-1][0]
+    outer = kept[:-1]
+    accs = ctx.request_scratch(8 * n)             # room for the widest accumulator
+    with w.loops(tuple(e for e, _ in outer), "o") as oi:
+        base = offset_expr(oi, tuple(s for _, s in outer))
+        out_base = offset_expr(oi, tuple(e * n for e in strides(tuple(e for e, _ in outer))))
+        w.line(f"{acc_t} *restrict accs = ({acc_t} *){accs};")
+        with w.block(f"for (int64_t j = 0; j < {n}; ++j)"):
+            w.line(f"accs[j] = {init};")
+        with w.loops(tuple(e for e, _ in red), "r") as ri:
+            off = " + ".join(p for p in (base, offset_expr(ri, tuple(s for _, s in red)))
+                             if p != "0")
+            w.line(f"const {t.c} *restrict row = {src} + {off or '0'};")
+            with w.block(f"for (int64_t j = 0; j < {n}; ++j)"):
+                w.line(f"{acc_t} acc = accs[j];")
+                w.line(f"const {t.c} x = row[j];")
+                w.line(update)
+                w.line("accs[j] = acc;")
+        with w.block(f"for (int64_t j = 0; j < {n}; ++j)"):
+            w.line(f"const {acc_t} acc = accs[j];")
+            at = " + ".join(p for p in (out_base, "j") if p != "0")
+            w.line(f"{ctx.outs[0]}[{at}] = {final};")
 
 
 @contextlib.contextmanager

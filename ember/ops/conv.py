@@ -48,6 +48,19 @@ class ConvGeometry:
     def out_sp(self) -> tuple[int, ...]:
         return self.window.out
 
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, unpadded, one group: a matrix product per image."""
+        win = self.window
+        return (self.groups == 1 and all(k == 1 for k in win.kernel)
+                and all(s == 1 for s in win.strides) and not any(win.pads_begin + win.pads_end)
+                and self.out_sp == self.in_sp)
+
+    @property
+    def depthwise(self) -> bool:
+        """A group per input channel, one output channel each."""
+        return self.groups == self.in_channels == self.out_channels > 1
+
     def macs(self) -> int:
         """Multiply-adds: every (input, output) channel pair of a group meets at every tap."""
         pairs = self.in_channels * self.out_channels // self.groups

@@ -44,11 +44,8 @@ _LINE_FLOATS = 16
 def pointwise_direct_applies(node: Node, g: ConvGeometry, vector_bytes: int) -> bool:
     """float32 1x1 Conv, stride 1, no padding, one group, constant weights, and what
     schedule.pointwise_direct_pays takes."""
-    win = g.window
-    if (g.transposed or g.groups != 1 or node.inputs[0].type.dtype is not dt.F32
-            or not node.inputs[1].is_const or len(g.in_sp) not in (1, 2)
-            or any(k != 1 for k in win.kernel) or any(s != 1 for s in win.strides)
-            or any(win.pads_begin) or any(win.pads_end) or g.out_sp != g.in_sp):
+    if (g.transposed or not g.pointwise or node.inputs[0].type.dtype is not dt.F32
+            or not node.inputs[1].is_const or len(g.in_sp) not in (1, 2)):
         return False
     positions = math.prod(g.out_sp)
     return (g.batch * g.out_channels * positions > 0

@@ -45,12 +45,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.errors import EmberError
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value, topological_order
-from ember.ops.conv import ConvGeometry, conv_geometry
+from ember.ops.conv import ConvGeometry
 from ember.passes.base import Pass
-from ember.passes.rewrite import is_elementwise, is_plain, output_ids, readers, reshape_node
+from ember.passes.rewrite import (float_conv, is_elementwise, is_plain, output_ids, readers,
+                                  reshape_node)
 
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -83,27 +83,10 @@ class ChooseLayout(Pass):
 
     def _conv(self, node: Node) -> ConvGeometry | None:
         """The geometry of a Conv this pass takes, else None."""
-        x, w = node.input(0), node.input(1)
-        if (node.op != "Conv" or not is_plain(node) or x is None or w is None or not w.is_const
-                or x.type.dtype is not dt.F32 or x.type.rank != 4):
+        g = float_conv(node)
+        if g is None or math.prod(g.in_sp) > self.max_positions or g.batch * g.out_channels == 0:
             return None
-        try:
-            g = conv_geometry(node)
-        except EmberError:
-            return None        # left for the Conv's own checks to report
-        if math.prod(g.in_sp) > self.max_positions or g.batch * g.out_channels == 0:
-            return None
-        return g if _pointwise(g) or _depthwise(g) else None
-
-
-def _pointwise(g: ConvGeometry) -> bool:
-    win = g.window
-    return (g.groups == 1 and win.kernel == (1, 1) and win.strides == (1, 1)
-            and not any(win.pads_begin) and not any(win.pads_end) and g.out_sp == g.in_sp)
-
-
-def _depthwise(g: ConvGeometry) -> bool:
-    return g.groups == g.in_channels == g.out_channels > 1
+        return g if g.pointwise or g.depthwise else None
 
 
 def _elementwise_fits(node: Node) -> bool:
@@ -194,7 +177,7 @@ class _Rewrite:
         result = node.outputs[0]
         flat = Value(TensorType(result.type.dtype, _matrix(result.type.shape)))
         g = self.convs.get(id(node))
-        if g is not None and _pointwise(g):
+        if g is not None and g.pointwise:
             made.extend(_matmul(node, g, inputs[0], flat))
         elif g is not None:
             made.append(_depthwise_node(node, g, inputs[0], flat))

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.errors import EmberError
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, Value, const_value
 from ember.lower.schedule import expand_depthwise_pays
-from ember.ops.conv import ConvGeometry, conv_geometry
+from ember.ops.conv import ConvGeometry
 from ember.passes.base import Pass
-from ember.passes.rewrite import is_plain, label, output_ids, readers, splice
+from ember.passes.rewrite import float_conv, is_plain, label, output_ids, readers, splice
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class FuseExpandDepthwise(Pass):
             else:
                 act, expand = None, act
             ge = None if expand is None else _conv(expand)
-            if (ge is None or not _pointwise(ge) or ge.out_channels != g.in_channels
+            if (ge is None or not ge.pointwise or ge.out_channels != g.in_channels
                     or not only_reader(expand.outputs[0], act or dw)):
                 continue
             replaced[id(dw)] = _fused(expand, ge, dw, g, bounds, act)
@@ -65,26 +64,14 @@ class FuseExpandDepthwise(Pass):
 
 
 def _conv(node: Node) -> ConvGeometry | None:
-    x, w = node.input(0), node.input(1)
-    if (node.op != "Conv" or not is_plain(node) or x is None or w is None or not w.is_const
-            or x.type.dtype is not dt.F32 or x.type.rank != 4
-            or (node.input(2) is not None and not node.inputs[2].is_const)):
-        return None
-    try:
-        return conv_geometry(node)
-    except EmberError:
-        return None        # left for the Conv's own checks to report
-
-
-def _pointwise(g: ConvGeometry) -> bool:
-    win = g.window
-    return (g.groups == 1 and win.kernel == (1, 1) and win.strides == (1, 1)
-            and not any(win.pads_begin + win.pads_end) and g.out_sp == g.in_sp)
+    """float_conv, with a constant bias (the fused kernel packs the expansion's)."""
+    b = node.input(2)
+    return float_conv(node) if b is None or b.is_const else None
 
 
 def _depthwise_3x3(g: ConvGeometry) -> bool:
     win = g.window
-    return (g.groups == g.in_channels == g.out_channels > 1 and win.kernel == (3, 3)
+    return (g.depthwise and win.kernel == (3, 3)
             and win.strides in ((1, 1), (2, 2)) and win.dilations == (1, 1)
             and win.pads_begin == (1, 1) and win.pads_end == (1, 1)
             and g.out_sp == tuple((s - 1) // win.strides[0] + 1 for s in g.in_sp))

@@ -6,7 +6,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ember.graph import dtypes as dt
+from ember.errors import EmberError
 from ember.graph.ir import Graph, Node, Value, const_value, topological_order
+from ember.ops.conv import ConvGeometry, conv_geometry
 from ember.ops.elementwise import SCALAR_OPS, Program, operands, scalar_attrs
 
 #: attributes the fusion passes set; a node carrying one is no longer a plain ONNX op
@@ -32,6 +34,20 @@ def output_ids(graph: Graph) -> set[int]:
 def is_plain(node: Node) -> bool:
     """A standard-domain node no pass has rewritten into a fused form."""
     return node.domain == "" and not any(a in node.attrs for a in FUSION_ATTRS)
+
+
+def float_conv(node: Node) -> ConvGeometry | None:
+    """The geometry of a plain float32 2-D Conv with constant weights (what the layout and
+    fusion passes rewrite), else None; a Conv whose geometry does not check out is left for
+    its own checks to report."""
+    x, w = node.input(0), node.input(1)
+    if (node.op != "Conv" or not is_plain(node) or x is None or w is None or not w.is_const
+            or x.type.dtype is not dt.F32 or x.type.rank != 4):
+        return None
+    try:
+        return conv_geometry(node)
+    except EmberError:
+        return None
 
 
 def is_elementwise(node: Node) -> bool:

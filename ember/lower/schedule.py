@@ -285,6 +285,18 @@ def pointwise_direct_pays(c_in: int, c_out: int, positions: int, vector_bytes: i
     return vector_bytes > SCALAR_BYTES and c_out <= _POINTWISE_MAX_OUT and positions >= 64
 
 
+def nchwc_pointwise_pays(c_in: int, c_out: int) -> bool:
+    """Whether a 1x1 conv on a large map runs quicker in blocked NCHWc (ops/conv_nchwc.py:
+    tiles of positions x whole 8-channel output vectors) than in NCHW (conv_pointwise, the
+    GEMM); a region of large maps goes blocked only where every 1x1 conv in it does. Two
+    output blocks fill a 6-position tile, with K long enough to repay the tile's loads and
+    stores. 1 thread, each kernel alone, blocked and NCHW run alternately in one process (us):
+    32 -> 16 at 112x112 229 against 331; 96 -> 24 at 56x56 271 / 274, 144 -> 24 + Add 433 /
+    391, 24 -> 144 + Clip 421 / 401. MobileNetV2 with its 112x112 block blocked (entry and
+    exit transposes included): 0.97-0.99 of its NCHW time at 1 thread, 0.95-1.0 at 2."""
+    return c_out == 16 and c_in >= 32
+
+
 #: expanded maps from this many bytes are expanded in the depthwise conv that reads them
 #: (ops/expand_depthwise.py): MobileNetV2's 16 -> 96 at 112x112 (4.8 MB) ran ~800 us fused
 #: against ~1030 as two kernels (whole model 0.94-0.96 at 1 thread, 0.98-1.0 at 2); its

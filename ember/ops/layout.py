@@ -38,7 +38,7 @@ class Transpose(OpDef):
     def lower(self, node: Node, ctx) -> None:
         x = node.inputs[0].type
         emit_copy(ctx.w, ctx.outs[0], ctx.ins[0], permuted_dims(x.shape, _perm(node, x.rank)),
-                  x.dtype)
+                  x.dtype, ctx=ctx)
 
 
 def _block_size(node: Node) -> int:

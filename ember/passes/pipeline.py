@@ -15,16 +15,17 @@ Order, and why:
                                       before fusion, which would hide the ops between them.
   3. fold-batchnorm                   BN into Conv/ConvTranspose/Gemm/MatMul weights (else Mul+Add),
                                       before fusion, which would otherwise hide the Conv->BN pair.
-  3a. choose-layout                   small-map conv regions channels-last (1x1 convs become
-                                      MatMuls), after fold-batchnorm (the weights are final) and
-                                      before fuse-epilogues (which fuses into those MatMuls).
+  3a. fuse-expand-depthwise           a 1x1 conv expanding into a large map, with its Relu/Clip,
+                                      into the 3x3 depthwise conv reading it: after fold-batchnorm
+                                      and before choose-layout (the fused node stays NCHW) and
+                                      fuse-epilogues (the depthwise's own activation fuses as a
+                                      Conv's). Host only, as choose-layout.
+  3b. choose-layout                   small-map conv regions channels-last (1x1 convs become
+                                      MatMuls), large-map ones blocked NCHWc where it pays, after
+                                      fold-batchnorm (the weights are final) and before
+                                      fuse-epilogues (which fuses into those MatMuls and convs).
                                       Host only: `ember export` keeps NCHW (a microcontroller's
                                       RAM would hold the boundary transposes' copies).
-  3b. fuse-expand-depthwise           a 1x1 conv expanding into a large map, with its Relu/Clip,
-                                      into the 3x3 depthwise conv reading it: after choose-layout
-                                      (small maps go channels-last) and before fuse-epilogues
-                                      (the depthwise's own activation fuses as a Conv's). Host
-                                      only, as choose-layout.
   4. pack-weights                     constant weights into the layout their kernel reads (after
                                       fold-batchnorm, which rewrites them).
   5. fold-constants                   catch nodes the rewrites above left with constant inputs
@@ -76,7 +77,7 @@ def default_pipeline(opt_level: int = 3, channels_last: bool = True) -> list[Pas
         EliminateCommonSubexpressions(),
         CancelTransposes(),
         FoldBatchNorm(),
-        *([ChooseLayout(), FuseExpandDepthwise()] if channels_last else []),
+        *([FuseExpandDepthwise(), ChooseLayout()] if channels_last else []),
         PackWeights(),
         FoldConstants(),
         EliminateDead(),

@@ -214,7 +214,7 @@ def test_infer_and_flops():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"x_rows": 21}, "rows"),
+    ({"x_rows": 21}, "positions"),
     ({"w_shape": (3, 4)}, "weights"),
     ({"w_shape": (9, 5)}, "weights"),
     ({"b_shape": (5,)}, "bias"),

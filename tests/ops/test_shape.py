@@ -9,6 +9,7 @@ from onnx import helper
 
 from conftest import check_model, check_node, make_model
 
+import ember
 from ember.errors import ShapeError, UnsupportedError
 
 I64 = np.int64
@@ -137,14 +138,29 @@ def test_transpose(shape, perm, rng):
     ((2, 3, 16, 33), [0, 1, 3, 2], np.uint32),
     ((33, 48), [1, 0], np.float64),                  # 8-byte elements: element by element
     ((17, 40), [1, 0], np.uint8),
+    ((1, 4, 8, 900), [0, 1, 3, 2], np.float32),      # into blocked NCHWc: 16 x 8 tiles
+    ((2, 3, 899, 8), [0, 1, 3, 2], np.float32),      # out of it, a ragged last tile
+    ((12, 9), [1, 0], np.float32),                   # 8 x 8 tiles, both ragged
 ])
 def test_transpose_tiles(shape, perm, dtype, rng):
-    """2-D layout changes walked in 16x16 tiles, whole tiles of 4-byte elements transposed in
-    8x8 vector blocks; NaN payloads and infinities are copied as they are."""
+    """2-D layout changes walked in 16x16 tiles (8 on a side shorter than 16), whole tiles of
+    4-byte elements transposed in 8x8 vector blocks; NaN payloads and infinities are copied
+    as they are."""
     x = data(rng, shape, dtype)
     if x.dtype == np.float32:
         x.flat[::5], x.flat[1::7] = np.nan, -np.inf
     check_node("Transpose", {"x": x}, {"perm": perm})
+
+
+@pytest.mark.parametrize("shape,perm", [((1, 144, 784), [0, 2, 1]), ((2, 3, 899, 8), [0, 1, 3, 2]),
+                                        ((3, 40, 37), [0, 2, 1])])
+def test_transpose_tiles_threads(shape, perm, rng):
+    """With 2 threads the rows of tiles of every leading index are shared among them."""
+    x = data(rng, shape)
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], {"x": x}, ["y"])
+    compiled = ember.compile(model, threads=2)
+    assert "ember_part_lo(" in compiled.source
+    np.testing.assert_array_equal(compiled.run({"x": x})["y"], x.transpose(perm))
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float64, np.bool_])

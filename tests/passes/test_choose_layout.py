@@ -73,6 +73,42 @@ def test_large_maps_and_other_convs_stay_nchw():
     assert after.count("MatMul") == 1 and after.count("Conv(") == 3
 
 
+def test_large_map_region_runs_blocked():
+    """Past 28x28, a region whose 1x1 convs schedule.nchwc_pointwise_pays takes (MobileNetV2's
+    32 -> 16 at 112x112, here 30x30) runs blocked NCHWc: [N, C/8, H*W, 8]."""
+    rng = np.random.default_rng(2)
+    nodes = [N("Conv", ["x", "wd", "bd"], ["d"], group=32, pads=[1, 1, 1, 1]),
+             N("Clip", ["d", "lo", "hi"], ["r"]), N("Conv", ["r", "wp"], ["y"])]
+    inits = {"wd": _weights(rng, 32, 1, 3, 3), "bd": _weights(rng, 32),
+             "wp": _weights(rng, 16, 32, 1, 1),
+             "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    _, after = before_after(ChooseLayout(), graph_of(nodes, {"x": (1, 32, 30, 30)}, ["y"], inits))
+    assert after == golden("""
+        graph(%0: f32[1,32,30,30]) {
+          %1 = Reshape(%0, const i64[4]) {allowzero=0} : f32[1,4,8,900]
+          %2 = Transpose(%1) {perm=[0, 1, 3, 2]} : f32[1,4,900,8]
+          %3 = NchwcDepthwiseConv(%2, const f32[4,9,8], const f32[32]) {dilations=[1, 1], image=[1, 30, 30], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]} : f32[1,4,900,8]
+          %4 = Clip(%3, const f32[], const f32[]) : f32[1,4,900,8]
+          %5 = NchwcConv(%4, const f32[32,16]) : f32[1,2,900,8]
+          %6 = Transpose(%5) {perm=[0, 1, 3, 2]} : f32[1,2,8,900]
+          %7 = Reshape(%6, const i64[4]) {allowzero=0} : f32[1,16,30,30]
+          return %7
+        }
+        """)
+
+
+def test_large_map_region_stays_nchw_where_blocked_does_not_pay(rng):
+    """A large-map region holding a 1x1 conv blocked NCHWc runs no quicker (24 -> 144, as in
+    MobileNetV2's 56x56 blocks) keeps every conv in NCHW; values against onnxruntime."""
+    nodes, inits = inverted_residual(rng, 24, 6, 1)
+    x = rng.standard_normal((1, 24, 30, 30)).astype(np.float32)
+    model = make_model(nodes, {"x": x}, ["y"], inits)
+    graph = graph_of(nodes, {"x": x.shape}, ["y"], inits)
+    before, after = before_after(ChooseLayout(), graph)
+    assert after == before
+    check_model(model, {"x": x})
+
+
 def test_layout_option_and_export_keep_nchw(rng):
     """CompileOptions.layout="nchw" (what `ember export` uses) leaves every conv as it is;
     a layout it does not know is a clear error."""

@@ -288,13 +288,24 @@ def pointwise_direct_pays(c_in: int, c_out: int, positions: int, vector_bytes: i
 def nchwc_pointwise_pays(c_in: int, c_out: int) -> bool:
     """Whether a 1x1 conv on a large map runs quicker in blocked NCHWc (ops/conv_nchwc.py:
     tiles of positions x whole 8-channel output vectors) than in NCHW (conv_pointwise, the
-    GEMM); a region of large maps goes blocked only where every 1x1 conv in it does. Two
-    output blocks fill a 6-position tile, with K long enough to repay the tile's loads and
-    stores. 1 thread, each kernel alone, blocked and NCHW run alternately in one process (us):
-    32 -> 16 at 112x112 229 against 331; 96 -> 24 at 56x56 271 / 274, 144 -> 24 + Add 433 /
-    391, 24 -> 144 + Clip 421 / 401. MobileNetV2 with its 112x112 block blocked (entry and
-    exit transposes included): 0.97-0.99 of its NCHW time at 1 thread, 0.95-1.0 at 2."""
+    GEMM), enough to repay a region's layout changes alone: two output blocks fill a
+    6-position tile (MobileNetV2's 32 -> 16 at 112x112: 248 against 420 us; each kernel
+    alone, blocked and NCHW alternately in one process, 1 thread)."""
     return c_out == 16 and c_in >= 32
+
+
+def nchwc_region_pays(pointwise: list[tuple[int, int]], expansions: int) -> bool:
+    """Whether a region of large maps runs blocked NCHWc, from its 1x1 convs ((C_in, C_out)
+    each) and its 1x1 expansions fused into depthwise convs: where it holds a fused expansion
+    (blocked, MobileNetV2's 16 -> 96 at 112x112 ran 680 against 780 us, and the rest of the
+    region follows: depthwise convs 1.3-2x quicker blocked, 1x1 convs 0.8-1.0 the NCHW time:
+    144 -> 24 + Add 236 / 269, 24 -> 144 + Clip 256 / 307, 96 -> 24 159 / 202), or where every
+    1x1 conv pays alone. A region of 1x1 convs that only match NCHW does not repay its
+    entry's transpose (MobileNetV2's 56x56 blocks entered from an NCHW expansion: 1.01-1.05
+    of the NCHW time). MobileNetV2, every large map blocked: 0.88-0.97 of its NCHW time at
+    1 thread, 0.91-0.95 at 2."""
+    return bool(expansions) or (bool(pointwise) and all(
+        nchwc_pointwise_pays(c_in, c_out) for c_in, c_out in pointwise))
 
 
 #: expanded maps from this many bytes are expanded in the depthwise conv that reads them

@@ -48,10 +48,11 @@ _STRIP_FLOATS = 64 * 1024
 _PASS_BLOCKS = 8
 
 
-def _group(out_blocks: int) -> int:
-    """Output blocks per tile: 3 (4 positions) or 2 (6 positions) where they divide the
-    output's blocks (24 outputs: 3 x 4; 16: 2 x 6), else 1 (12 positions)."""
-    return next(k for k in (3, 2, 1) if out_blocks % k == 0)
+def tile_shape(out_blocks: int) -> tuple[int, int]:
+    """(positions, output blocks) of a tile: 3 blocks x 3 positions or 2 x 6 where they divide
+    the output's blocks (24 outputs: 3 x 3; 16: 2 x 6), else 1 x 12."""
+    obk = next(k for k in (3, 2, 1) if out_blocks % k == 0)
+    return _TILE_POSITIONS[obk], obk
 
 
 @register_op("NchwcConv")
@@ -71,8 +72,7 @@ class NchwcConv(OpDef):
         n, blocks, p, ci, co = _shapes(node)
         if n * p * co == 0:
             return
-        obk = _group(co // BLOCK)
-        pb = _TILE_POSITIONS[obk]
+        pb, obk = tile_shape(co // BLOCK)
         weights = own_inputs(node)[1].const.astype(np.float32)
         # [group][ci][obk * 8]: a tile's weights of one input channel are OBK adjacent vectors
         wk = ctx.pack_constant(weights.reshape(ci, co // (obk * BLOCK), obk * BLOCK)
@@ -154,20 +154,8 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
         for i in range(pb):
             w.line(" ".join(f"{sums[i][j]} = *(const {VEC} *)({out} + {at[i][j]});"
                             for j in range(obk)))
-    w.line(f"const float *restrict xb = {x} + ((n * {blocks} + kb) * {p} + p0) * {BLOCK};")
-    w.line("const float *restrict wc = wg;")
-    with w.block(f"for (int64_t ib = 0; ib < kn; ++ib, xb += {p * BLOCK}, "
-                 f"wc += {BLOCK * obk * BLOCK})"):
-        w.line("#pragma GCC unroll 8")
-        with w.block(f"for (int64_t c = 0; c < {BLOCK}; ++c)"):
-            w.line(f"const {VEC} " + ", ".join(
-                f"w{j} = *(const {VEC} *)(wc + c * {obk * BLOCK} + {j * BLOCK})"
-                for j in range(obk)) + ";")
-            for i in range(pb):
-                # a compound literal of the scalar: GCC broadcasts it from memory directly
-                w.line(f"{{ const float s = xb[{i * BLOCK} + c]; const {VEC} v = "
-                       f"({VEC}){{{', '.join(['s'] * BLOCK)}}}; "
-                       + " ".join(f"{sums[i][j]} += v * w{j};" for j in range(obk)) + " }")
+    emit_tile_sums(ctx, sums, f"{x} + ((n * {blocks} + kb) * {p} + p0) * {BLOCK}", p * BLOCK,
+                   "kn", "wg")
     plain = [" ".join(f"*({VEC} *)({out} + {at[i][j]}) = {sums[i][j]};" for j in range(obk))
              for i in range(pb)]
     if ctx.epilogue is None:
@@ -192,3 +180,43 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
                     ctx.store(["n", "cb", "q", "l"],
                               f"((n * {co // BLOCK} + cb) * {p} + q) * {BLOCK} + l",
                               f"buf[(j * {pb} + i) * {BLOCK} + l]")
+
+
+#: GCC folds a vector used by several multiply-adds into each as a memory operand, so a tile
+#: step loads its OBK weight vectors PB times: 12 loads to 9 multiply-adds, more than Zen's
+#: load ports keep up with. An empty asm taking the vector in a register keeps it there
+#: (alternately in one process, 1 thread: 144 -> 24 + Add at 56x56 322 -> 242 us, 96 -> 24
+#: 214 -> 159, 24 -> 144 + Clip 347 -> 297). "x" is an x86 vector register; elsewhere
+#: (NEON, no SIMD) it is left to the compiler.
+IN_REGISTER_C = """\
+#if defined(__AVX__)
+#define EMBER_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define EMBER_IN_REGISTER(v) ((void)0)
+#endif
+"""
+
+
+def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks: str,
+                   weights: str) -> None:
+    """sums[i][j] (PB positions x OBK output vectors) += the products over `blocks` input
+    blocks: input position i's 8 channels at `x` + i*8 (the next block `block_stride` floats
+    on), weights of input channel c at `weights` + c*OBK*8 (OBK vectors)."""
+    ctx.require("ember_in_register", IN_REGISTER_C)
+    w = ctx.w
+    pb, obk = len(sums), len(sums[0])
+    w.line(f"const float *restrict xb = {x};")
+    w.line(f"const float *restrict wc = {weights};")
+    with w.block(f"for (int64_t ib = 0; ib < {blocks}; ++ib, xb += {block_stride}, "
+                 f"wc += {BLOCK * obk * BLOCK})"):
+        w.line("#pragma GCC unroll 8")
+        with w.block(f"for (int64_t c = 0; c < {BLOCK}; ++c)"):
+            w.line(f"{VEC} " + ", ".join(
+                f"w{j} = *(const {VEC} *)(wc + c * {obk * BLOCK} + {j * BLOCK})"
+                for j in range(obk)) + ";")
+            w.line(" ".join(f"EMBER_IN_REGISTER(w{j});" for j in range(obk)))
+            for i in range(pb):
+                # a compound literal of the scalar: GCC broadcasts it from memory directly
+                w.line(f"{{ const float s = xb[{i * BLOCK} + c]; const {VEC} v = "
+                       f"({VEC}){{{', '.join(['s'] * BLOCK)}}}; "
+                       + " ".join(f"{sums[i][j]} += v * w{j};" for j in range(obk)) + " }")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -63,6 +64,11 @@ class ExpandGeometry:
         return (self.in_w - 1) // self.stride + 1
 
     @property
+    def flops(self) -> int:
+        expand = self.batch * self.channels * self.in_h * self.in_w * 2 * self.in_channels
+        return expand + self.batch * self.channels * self.out_h * self.out_w * 2 * 9
+
+    @property
     def out_vec(self) -> int:
         """Output columns the depthwise computes: whole vectors."""
         return -(-self.out_w // LANES) * LANES
@@ -87,14 +93,20 @@ def _round(n: int, to: int = 16) -> int:
 
 def expand_geometry(node: Node) -> ExpandGeometry:
     """Check the inputs and attributes; the sizes the kernel needs."""
+    x = node.input(0)
+    if x is not None and (x.type.rank != 4 or x.type.dtype is not dt.F32):
+        raise fail(node, f"x must be float32 [N, C, H, W], got {x.type}")
+    return checked_geometry(node, *(x.type.shape if x is not None else (0, 0, 0, 0)))
+
+
+def checked_geometry(node: Node, batch: int, cin: int, h: int, w: int) -> ExpandGeometry:
+    """The geometry of an expansion of x (`batch` images of `cin` channels, h x w) into a
+    depthwise conv, its weights, biases and attributes checked (both layouts' ops)."""
     x, we, be, wd, bd = (node.input(k) for k in range(5))
     if x is None or we is None or wd is None:
         raise fail(node, "needs an input x, expand weights and depthwise weights")
     if not we.is_const or (be is not None and not be.is_const):
         raise fail(node, "the expand weights and bias must be constants (they are packed)")
-    if x.type.rank != 4 or x.type.dtype is not dt.F32:
-        raise fail(node, f"x must be float32 [N, C, H, W], got {x.type}")
-    batch, cin, h, w = x.type.shape
     c = we.type.shape[0] if we.type.rank == 2 else -1
     if we.type.shape != (c, cin) or wd.type.shape != (c, 9):
         raise fail(node, f"weights must be [C, {cin}] and [C, 9], got {list(we.type.shape)} "
@@ -119,9 +131,7 @@ class ExpandDepthwiseConv(OpDef):
         return [TensorType(dt.F32, (g.batch, g.channels, g.out_h, g.out_w))]
 
     def flops(self, node: Node) -> int:
-        g = expand_geometry(node)
-        expand = g.batch * g.channels * g.in_h * g.in_w * 2 * g.in_channels
-        return expand + g.batch * g.channels * g.out_h * g.out_w * 2 * 9
+        return expand_geometry(node).flops
 
     def lower(self, node: Node, ctx) -> None:
         g = expand_geometry(node)
@@ -138,36 +148,51 @@ class ExpandDepthwiseConv(OpDef):
             padded = np.zeros(blocks * CO, np.float32)
             padded[:g.channels] = node.inputs[2].const
             bias = ctx.pack_constant(padded, replaces=2)
-        slot = g.channels * g.row_floats
-        per_part = 4 * slot + g.out_vec          # three ring rows, a zero row, a row of sums
-        bands = threads = ctx.schedule.threads     # a band of output rows per thread and image
-        scratch = ctx.request_scratch(4 * threads * per_part)
         emit_vector_types(w)
-        with part_loop(ctx, "it", g.batch * bands):
-            mine = f" + {part_slot(ctx)} * {per_part}" if threads > 1 else ""
-            w.line(f"float *restrict ring = (float *){scratch}{mine};")
-            w.line(f"const float *restrict zero = ring + {3 * slot};")
+        slot = g.channels * g.row_floats
+
+        def declarations() -> None:
             w.line(f"float *restrict sums = ring + {4 * slot};")
-            w.line(f"memset(ring, 0, sizeof(float) * {4 * slot});")
-            w.line(f"const int64_t n = it / {bands}, band = it % {bands};")
-            w.line(f"const int64_t oh0 = band * {g.out_h} / {bands}, "
-                   f"oh1 = (band + 1) * {g.out_h} / {bands};")
             w.line(f"const float *restrict xn = {ctx.ins[0]} + n * "
                    f"{g.in_channels * g.in_h * g.in_w};")
-            w.line(f"int64_t next = oh0 * {g.stride} - 1 < 0 ? 0 : oh0 * {g.stride} - 1;")
-            with w.block("for (int64_t oh = oh0; oh < oh1; ++oh)"):
-                last = f"oh * {g.stride} + 1"
-                with w.block(f"for (; next <= {last} && next < {g.in_h}; ++next)"):
-                    w.line(f"float *restrict e = ring + next % 3 * {slot};")
-                    w.line(f"const float *restrict xr = xn + next * {g.in_w};")
-                    _emit_expand_row(ctx, g, packed, bias)
-                rows = []
-                for a in range(3):
-                    r = f"oh * {g.stride}" + {0: " - 1", 1: "", 2: " + 1"}[a]
-                    w.line(f"const float *restrict e{a} = {r} < 0 || {r} >= {g.in_h} ? zero : "
-                           f"ring + ({r}) % 3 * {slot};")
-                    rows.append(f"e{a}")
-                _emit_depthwise_row(ctx, g, rows)
+
+        def expand_row() -> None:
+            w.line(f"const float *restrict xr = xn + next * {g.in_w};")
+            _emit_expand_row(ctx, g, packed, bias)
+        emit_ring_walk(ctx, g, slot, g.out_vec, declarations, expand_row,
+                       lambda: _emit_depthwise_row(ctx, g, ["e0", "e1", "e2"]))
+
+
+def emit_ring_walk(ctx, g: ExpandGeometry, slot: int, extra: int, declarations: Callable,
+                   expand_row: Callable, depthwise_row: Callable) -> None:
+    """The walk over output rows both layouts' kernels share. Each part (a band of output
+    rows of image n per thread) has `ring` (three rows of `slot` floats, a zero row, then
+    `extra` floats of its own) in scratch and runs declarations(); per output row oh,
+    expand_row() writes each input row `next` the taps reach first into ring row `e`, then
+    depthwise_row() reads e0..e2, its three rows (the zero row outside the image)."""
+    w = ctx.w
+    per_part = 4 * slot + extra
+    bands = threads = ctx.schedule.threads     # a band of output rows per thread and image
+    scratch = ctx.request_scratch(4 * threads * per_part)
+    with part_loop(ctx, "it", g.batch * bands):
+        mine = f" + {part_slot(ctx)} * {per_part}" if threads > 1 else ""
+        w.line(f"float *restrict ring = (float *){scratch}{mine};")
+        w.line(f"const float *restrict zero = ring + {3 * slot};")
+        w.line(f"memset(ring, 0, sizeof(float) * {4 * slot});")
+        w.line(f"const int64_t n = it / {bands}, band = it % {bands};")
+        w.line(f"const int64_t oh0 = band * {g.out_h} / {bands}, "
+               f"oh1 = (band + 1) * {g.out_h} / {bands};")
+        declarations()
+        w.line(f"int64_t next = oh0 * {g.stride} - 1 < 0 ? 0 : oh0 * {g.stride} - 1;")
+        with w.block("for (int64_t oh = oh0; oh < oh1; ++oh)"):
+            with w.block(f"for (; next <= oh * {g.stride} + 1 && next < {g.in_h}; ++next)"):
+                w.line(f"float *restrict e = ring + next % 3 * {slot};")
+                expand_row()
+            for a in range(3):
+                r = f"oh * {g.stride} + {a - 1}"
+                w.line(f"const float *restrict e{a} = {r} < 0 || {r} >= {g.in_h} ? zero : "
+                       f"ring + ({r}) % 3 * {slot};")
+            depthwise_row()
 
 
 def _emit_expand_row(ctx, g: ExpandGeometry, packed: str, bias: str | None) -> None:
@@ -193,7 +218,7 @@ def _emit_expand_row(ctx, g: ExpandGeometry, packed: str, bias: str | None) -> N
                 w.line("float s = 0.0f;")
                 with w.block(f"for (int64_t ci = 0; ci < {g.in_channels}; ++ci)"):
                     w.line(f"s += wb[ci * {CO} + i] * xr[ci * {g.in_h * g.in_w} + p];")
-                value = _clamped(g, f"s + bb[i]" if bias else "s", vector=False)
+                value = clamped(g, f"s + bb[i]" if bias else "s", vector=False)
                 at = "1 + p" if g.stride == 1 else f"(p % 2 ? {g.odd_at} + 1 + p / 2 : p / 2)"
                 w.line(f"e[(co + i) * {g.row_floats} + {at}] = {value};")
 
@@ -210,11 +235,11 @@ def _emit_expand_block(ctx, g: ExpandGeometry, nv: int, bias: str | None) -> Non
                             f"(wb + ci * {CO})", CO, sums)
     for i in range(CO):
         with w.block(f"if (co + {i} < {g.channels})"):
-            values = [_clamped(g, s, vector=True) for s in sums[i]]
+            values = [clamped(g, s, vector=True) for s in sums[i]]
             _emit_vector_place(w, g, f"e + (co + {i}) * {g.row_floats}", values)
 
 
-def _clamped(g: ExpandGeometry, value: str, vector: bool) -> str:
+def clamped(g: ExpandGeometry, value: str, vector: bool) -> str:
     """`value` clamped to the absorbed activation's bounds as Clip and Relu compute it
     (x < lo ? lo : x, then x > hi ? hi : x: NaN passes)."""
     lo, hi = g.act

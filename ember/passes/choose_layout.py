@@ -11,14 +11,16 @@ maps the 1x1 convs with few output channels have their own NCHW kernel (conv_poi
 of onnxruntime's time, 0.973 with 28x28). There, blocked NCHWc ([N, C/8, H*W, 8]: eight
 channels of a position one vector) runs a 1x1 conv as whole output vectors per position
 (NchwcConv) and a depthwise conv as the channels-last kernel per block of 8 channels
-(NchwcDepthwiseConv); a large-map region goes blocked where every channel count is a multiple
-of 8 and schedule.nchwc_pointwise_pays takes every 1x1 conv in it (MobileNetV2's 112x112
-block: 32 -> 16), else it stays NCHW.
+(NchwcDepthwiseConv), and a 1x1 expansion fused into a depthwise conv by fuse-expand-depthwise
+as NchwcExpandDepthwiseConv; a large-map region goes blocked where every channel count is a
+multiple of 8 and schedule.nchwc_region_pays takes it (MobileNetV2's 112x112 and 56x56
+blocks), else it stays NCHW.
 
 A region is a connected set of nodes, each either
   - a float32 2-D Conv with constant weights, pointwise (1x1, stride 1, no pads, one group)
     or depthwise (a group per input channel, one output channel each): channels-last when
     it reads a map of at most `max_positions` positions, else blocked,
+  - an ExpandDepthwiseConv on a larger map (blocked only),
   - a plain elementwise op whose run-time inputs are 4-D tensors of its output's shape (or,
     for one image, [1, C, 1, 1]: a squeeze-excite scale) and whose constants are scalars or
     per-channel ([C, 1, 1] broadcast), in the layout of its first producer in a region, or
@@ -44,7 +46,7 @@ value going from a blocked region straight into a channels-last one moves in one
              %3 = Transpose(%9) {perm=[0, 3, 1, 2]} : f32[1,16,7,7]
 
 It runs after fold-batchnorm (the convs' weights are final) and fuse-expand-depthwise (whose
-fused 1x1 + depthwise convs stay NCHW), and before fuse-epilogues, which then fuses each
+fused node it moves with its region), and before fuse-epilogues, which then fuses each
 MatMul's, NchwcConv's and depthwise conv's bias Add, activation and residual Add as it would
 a Conv's.
 """
@@ -57,9 +59,11 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value, topological_order
-from ember.lower.schedule import nchwc_pointwise_pays
+from ember.errors import EmberError
+from ember.lower.schedule import nchwc_region_pays
 from ember.ops.conv import ConvGeometry
 from ember.ops.conv_nchwc import BLOCK
+from ember.ops.expand_depthwise import ExpandGeometry, expand_geometry
 from ember.passes.base import Pass
 from ember.passes.rewrite import (float_conv, is_elementwise, is_plain, output_ids, readers,
                                   reshape_node)
@@ -68,6 +72,7 @@ TO_CHANNELS_LAST, TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
 SWAP_LAST_TWO, SWAP_MIDDLE = [0, 1, 3, 2], [0, 2, 1, 3]
 #: one step of a layout change: a Transpose by perm, or (perm None) a Reshape; its result shape
 Step = tuple["list[int] | None", tuple[int, ...]]
+Layer = "ConvGeometry | ExpandGeometry"
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,15 @@ class ChooseLayout(Pass):
     max_positions: int = 28 * 28
 
     def run(self, graph: Graph) -> Graph:
-        convs = {id(n): g for n in graph.nodes if (g := float_conv(n)) is not None
-                 and (g.pointwise or g.depthwise) and g.batch * g.out_channels > 0}
+        convs = {id(n): g for n in graph.nodes if (g := _layer(n)) is not None}
         layout_of = {k: self._layout(g) for k, g in convs.items()}
         for region in _connected([n for n in graph.nodes if layout_of.get(id(n)) is BLOCKED
                                   or (_elementwise_fits(n) and self._large(n))]):
-            pointwise = [convs[id(n)] for n in region if id(n) in convs and convs[id(n)].pointwise]
-            if not pointwise or not all(nchwc_pointwise_pays(g.in_channels, g.out_channels)
-                                        for g in pointwise):
+            layers = [convs[id(n)] for n in region if id(n) in convs]
+            pointwise = [(g.in_channels, g.out_channels) for g in layers
+                         if isinstance(g, ConvGeometry) and g.pointwise]
+            if not nchwc_region_pays(pointwise, sum(isinstance(g, ExpandGeometry)
+                                                    for g in layers)):
                 layout_of.update({id(n): None for n in region if id(n) in convs})
         convs = {k: g for k, g in convs.items() if layout_of[k] is not None}
         candidates = [n for n in graph.nodes
@@ -113,8 +119,12 @@ class ChooseLayout(Pass):
     def _large(self, node: Node) -> bool:
         return math.prod(node.outputs[0].type.shape[2:]) > self.max_positions
 
-    def _layout(self, g: ConvGeometry) -> _Layout | None:
-        """The layout a pointwise or depthwise conv runs in, None: it stays NCHW."""
+    def _layout(self, g: Layer) -> _Layout | None:
+        """The layout a pointwise or depthwise conv (or a fused expansion into a depthwise
+        conv, which has no channels-last form) runs in, None: it stays NCHW."""
+        if isinstance(g, ExpandGeometry):
+            blockable = g.in_channels % BLOCK == 0 == g.channels % BLOCK
+            return BLOCKED if blockable and g.in_h * g.in_w > self.max_positions else None
         if math.prod(g.in_sp) <= self.max_positions:
             return CHANNELS_LAST
         blockable = g.in_channels > 0 and g.in_channels % BLOCK == 0 == g.out_channels % BLOCK
@@ -155,7 +165,7 @@ class _Layout:
         """Constant `v` broadcast per channel, or a scalar, as this layout broadcasts it."""
         raise NotImplementedError
 
-    def conv(self, conv: Node, g: ConvGeometry, x: Value, out: Value) -> list[Node]:
+    def conv(self, conv: Node, g: Layer, x: Value, out: Value) -> list[Node]:
         raise NotImplementedError
 
 
@@ -217,7 +227,11 @@ class _Blocked(_Layout):
         return const_value(per_channel.const.reshape(channels // BLOCK, 1, BLOCK),
                            v.type.dtype, v.name)
 
-    def conv(self, conv: Node, g: ConvGeometry, x: Value, out: Value) -> list[Node]:
+    def conv(self, conv: Node, g: Layer, x: Value, out: Value) -> list[Node]:
+        if isinstance(g, ExpandGeometry):
+            attrs = dict(conv.attrs, image=[g.batch, g.in_h, g.in_w])
+            return [Node("NchwcExpandDepthwiseConv", [x] + conv.inputs[1:], [out], attrs,
+                         conv.name, conv.opset)]
         weights, bias = conv.inputs[1].const, conv.input(2)
         if g.pointwise:
             w = weights.reshape(g.out_channels, g.in_channels).T
@@ -232,6 +246,18 @@ class _Blocked(_Layout):
 
 
 CHANNELS_LAST, BLOCKED = _ChannelsLast(), _Blocked()
+
+
+def _layer(node: Node) -> Layer | None:
+    """The geometry of a node this pass may move: a pointwise or depthwise float conv, or a
+    fused expansion into a depthwise conv; else None."""
+    if node.op == "ExpandDepthwiseConv":
+        try:
+            return expand_geometry(node)
+        except EmberError:
+            return None
+    g = float_conv(node)
+    return g if g is not None and (g.pointwise or g.depthwise) and g.batch * g.out_channels else None
 
 
 def _elementwise_fits(node: Node) -> bool:
@@ -307,7 +333,7 @@ def _connected(nodes: list[Node]) -> list[list[Node]]:
 class _Rewrite:
     """The chosen nodes in their layouts, with the entry and exit layout changes."""
 
-    def __init__(self, chosen: dict[int, _Layout], convs: dict[int, ConvGeometry],
+    def __init__(self, chosen: dict[int, _Layout], convs: dict[int, Layer],
                  users: dict[int, list[Node]], outputs: set[int]) -> None:
         self.chosen, self.convs = chosen, convs
         self.users, self.outputs = users, outputs

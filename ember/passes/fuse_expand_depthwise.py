@@ -10,10 +10,9 @@ MobileNetV2's 16 -> 96 expansion at 112x112).
     after:   %3 = ExpandDepthwiseConv(%0, const f32[96,16], const f32[96], const f32[96,9],
                   const f32[96]) {stride=2, act_min=0.0, act_max=6.0} : f32[1,96,56,56]
 
-It runs before choose-layout, which leaves the fused node in NCHW (only maps of 4 MB and up
-fuse, none of them small enough for channels-last; blocked NCHWc 16 -> 96 at 112x112 and its
-depthwise conv as two kernels were no quicker), and before fuse-epilogues, which then fuses
-the depthwise conv's activation as it would the Conv's. Host code only, as choose-layout:
+It runs before choose-layout, which moves the fused node into a blocked NCHWc region with
+its neighbours (NchwcExpandDepthwiseConv, ops/expand_depthwise_nchwc.py), and before
+fuse-epilogues, which then fuses the depthwise conv's activation as it would the Conv's. Host code only, as choose-layout:
 `ember export` keeps the plain convs.
 """
 from __future__ import annotations

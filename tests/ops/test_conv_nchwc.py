@@ -25,9 +25,9 @@ LO, HI = np.array(0, np.float32), np.array(6, np.float32)
 
 @pytest.fixture(autouse=True)
 def every_region_blocked(monkeypatch):
-    """Every large-map region with 1x1 convs goes blocked, whatever their channels: the
-    kernels are under test here, not the heuristic (test_choose_layout.py has that)."""
-    monkeypatch.setattr(choose_layout, "nchwc_pointwise_pays", lambda c_in, c_out: True)
+    """Every large-map region goes blocked, whatever its convs: the kernels are under test
+    here, not the heuristic (test_choose_layout.py has that)."""
+    monkeypatch.setattr(choose_layout, "nchwc_region_pays", lambda pointwise, expansions: True)
 
 
 def _weights(rng, *shape):
@@ -160,6 +160,34 @@ def test_bad_nodes(node, message):
     opdef = get_op(node.op)
     if message is None:
         assert opdef.infer(node)[0].shape == (1, 2, 12, 8)
+        return
+    with pytest.raises(ShapeError, match=message):
+        opdef.infer(node)
+
+
+def _expand_node(x_shape, c=16, cin=16, stride=1, image=(1, 3, 4)):
+    consts = [const_value(np.zeros(shape, np.float32), dt.F32, name)
+              for name, shape in (("we", (c, cin)), ("wd", (c, 9)))]
+    attrs = {"stride": stride} | ({"image": list(image)} if image is not None else {})
+    return Node("NchwcExpandDepthwiseConv", [Value(TensorType(dt.F32, x_shape), "x"),
+                                             consts[0], None, consts[1]], [], attrs, name="bad")
+
+
+@pytest.mark.parametrize("node, message", [
+    (_expand_node((1, 2, 12, 8)), None),
+    (_expand_node((1, 2, 12, 8), stride=2), None),
+    (_expand_node((1, 2, 12, 8), image=None), "attribute image is required"),
+    (_expand_node((1, 2, 13, 8)), r"x must be float32 \[1, C_in/8, 12, 8\]"),
+    (_expand_node((1, 2, 12, 4)), "x must be float32"),
+    (_expand_node((1, 2, 12, 8), cin=8), r"weights must be \[C, 16\]"),
+    (_expand_node((1, 2, 12, 8), c=12), r"expanded channels \(12\) must be a multiple of 8"),
+    (_expand_node((1, 2, 12, 8), stride=3), "stride must be 1 or 2"),
+])
+def test_bad_expand_nodes(node, message):
+    opdef = get_op(node.op)
+    if message is None:        # a 3x4 image: 3x4 outputs at stride 1, 2x2 at stride 2
+        positions = 12 if node.attrs["stride"] == 1 else 4
+        assert opdef.infer(node)[0].shape == (1, 2, positions, 8)
         return
     with pytest.raises(ShapeError, match=message):
         opdef.infer(node)

@@ -1,14 +1,17 @@
 """A 1x1 expansion fused into the 3x3 depthwise conv that reads it (passes/fuse_expand_depthwise.py,
-ops/expand_depthwise.py), against onnxruntime."""
+ops/expand_depthwise.py; in blocked NCHWc regions ops/expand_depthwise_nchwc.py), against
+onnxruntime."""
 import numpy as np
 import pytest
 from onnx import helper
 
 import ember
+import ember.passes.choose_layout as choose_layout
 from conftest import make_model, run_ort
 from ember.lower import schedule
 
-FUSED = "expanddepthwiseconv"       # the fused kernel's name
+FUSED = "expanddepthwiseconv"       # the fused kernels' names end so
+BLOCKED = "nchwcexpanddepthwiseconv("
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +50,10 @@ def _chain(rng, cin, c, h, w, stride, act="clip", dw_act=True, bias=True, batch=
     return make_model(nodes, {"x": x}, outputs, inits), x
 
 
-def _check(model, x, threads=1, fused=True):
+def _check(model, x, threads=1, fused=True, blocked=False):
     compiled = ember.compile(model, threads=threads)
     assert (FUSED in compiled.source) == fused
+    assert (BLOCKED in compiled.source) == blocked
     got = compiled.run({"x": x})
     for name, want in zip(got, run_ort(model, {"x": x})):
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
@@ -64,17 +68,35 @@ def _check(model, x, threads=1, fused=True):
     (4, 8, 30, 30, 2, "relu", True, True, 1),
 ])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_expand_depthwise(cin, c, h, w, stride, act, dw_act, bias, batch, threads, rng):
+def test_expand_depthwise(cin, c, h, w, stride, act, dw_act, bias, batch, threads, rng,
+                          monkeypatch):
+    """NCHW (channels not multiples of 8, or blocked regions turned off)."""
+    monkeypatch.setattr(choose_layout, "nchwc_region_pays", lambda pointwise, expansions: False)
     model, x = _chain(rng, cin, c, h, w, stride, act, dw_act, bias, batch)
     _check(model, x, threads)
 
 
+@pytest.mark.parametrize("cin,c,h,w,stride,act,dw_act,bias,batch", [
+    (16, 96, 20, 112, 2, "clip", True, True, 1),     # MobileNetV2's, rows cut short
+    (24, 144, 15, 56, 1, "relu", False, True, 1),    # 6 x 2 tiles of the expansion
+    (8, 24, 29, 31, 2, None, True, False, 2),        # 3 x 3 tiles, ragged; no bias; batch 2
+    (16, 40, 31, 29, 1, "clip", False, True, 1),     # 12 x 1 tiles, ragged columns
+    (32, 16, 1, 800, 2, "clip", True, True, 1),      # one input row
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_expand_depthwise_blocked(cin, c, h, w, stride, act, dw_act, bias, batch, threads, rng):
+    """In a blocked NCHWc region (channels multiples of 8, the map past 28x28)."""
+    model, x = _chain(rng, cin, c, h, w, stride, act, dw_act, bias, batch)
+    _check(model, x, threads, blocked=True)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
-def test_expand_depthwise_nan_inf(stride, rng):
+@pytest.mark.parametrize("cin,c,blocked", [(6, 13, False), (8, 16, True)])
+def test_expand_depthwise_nan_inf(stride, cin, c, blocked, rng):
     """NaN and infinities pass through the expansion's clamp as through Clip."""
-    model, x = _chain(rng, 6, 13, 31, 33, stride)
+    model, x = _chain(rng, cin, c, 31, 33, stride)
     x.flat[::17], x.flat[5::23], x.flat[9::29] = np.nan, np.inf, -np.inf
-    _check(model, x, threads=2)
+    _check(model, x, threads=2, blocked=blocked)
 
 
 @pytest.mark.parametrize("change", [

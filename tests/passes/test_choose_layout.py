@@ -109,6 +109,25 @@ def test_large_map_region_stays_nchw_where_blocked_does_not_pay(rng):
     check_model(model, {"x": x})
 
 
+def test_region_with_fused_expansion_runs_blocked(rng, monkeypatch):
+    """A fused 1x1 expansion into a depthwise conv (fuse-expand-depthwise, here on a small map)
+    takes its whole large-map region blocked, its 24 -> 144 1x1 convs too; values against
+    onnxruntime."""
+    from ember.lower import schedule
+    monkeypatch.setattr(schedule, "_EXPAND_DEPTHWISE_MIN_BYTES", 0)
+    nodes, inits = inverted_residual(rng, 24, 6, 1)
+    x = rng.standard_normal((1, 24, 30, 30)).astype(np.float32)
+    source = check_model_source(make_model(nodes, {"x": x}, ["y"], inits), {"x": x})
+    assert "nchwcexpanddepthwiseconv(" in source and "nchwcconv(" in source
+
+
+def check_model_source(model, feeds) -> str:
+    """check_model, returning the generated C."""
+    import ember
+    check_model(model, feeds)
+    return ember.compile(model).source
+
+
 def test_layout_option_and_export_keep_nchw(rng):
     """CompileOptions.layout="nchw" (what `ember export` uses) leaves every conv as it is;
     a layout it does not know is a clear error."""

@@ -32,7 +32,7 @@ from ember.graph.ir import Node, TensorType
 from ember.lower.parallel import part_loop
 from ember.ops.matmul import own_inputs
 from ember.ops.registry import OpDef, fail, register_op
-from ember.ops.window_plane import LANES, VEC, emit_vector_types
+from ember.ops.window_plane import LANES, VEC, emit_in_registers, emit_vector_types
 
 #: channels per block: one vector of float32 (the layout pass blocks by this)
 BLOCK = LANES
@@ -182,27 +182,11 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
                               f"buf[(j * {pb} + i) * {BLOCK} + l]")
 
 
-#: GCC folds a vector used by several multiply-adds into each as a memory operand, so a tile
-#: step loads its OBK weight vectors PB times: 12 loads to 9 multiply-adds, more than Zen's
-#: load ports keep up with. An empty asm taking the vector in a register keeps it there
-#: (alternately in one process, 1 thread: 144 -> 24 + Add at 56x56 322 -> 242 us, 96 -> 24
-#: 214 -> 159, 24 -> 144 + Clip 347 -> 297). "x" is an x86 vector register; elsewhere
-#: (NEON, no SIMD) it is left to the compiler.
-IN_REGISTER_C = """\
-#if defined(__AVX__)
-#define EMBER_IN_REGISTER(v) __asm__("" : "+x"(v))
-#else
-#define EMBER_IN_REGISTER(v) ((void)0)
-#endif
-"""
-
-
 def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks: str,
                    weights: str) -> None:
     """sums[i][j] (PB positions x OBK output vectors) += the products over `blocks` input
     blocks: input position i's 8 channels at `x` + i*8 (the next block `block_stride` floats
     on), weights of input channel c at `weights` + c*OBK*8 (OBK vectors)."""
-    ctx.require("ember_in_register", IN_REGISTER_C)
     w = ctx.w
     pb, obk = len(sums), len(sums[0])
     w.line(f"const float *restrict xb = {x};")
@@ -214,7 +198,7 @@ def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks
             w.line(f"{VEC} " + ", ".join(
                 f"w{j} = *(const {VEC} *)(wc + c * {obk * BLOCK} + {j * BLOCK})"
                 for j in range(obk)) + ";")
-            w.line(" ".join(f"EMBER_IN_REGISTER(w{j});" for j in range(obk)))
+            emit_in_registers(ctx, [f"w{j}" for j in range(obk)])
             for i in range(pb):
                 # a compound literal of the scalar: GCC broadcasts it from memory directly
                 w.line(f"{{ const float s = xb[{i * BLOCK} + c]; const {VEC} v = "

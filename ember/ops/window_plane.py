@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ember.kernels.vector_c import require_in_register
 from ember.lower.parallel import part_loop, part_slot
 from ember.lower.schedule import SCALAR_BYTES
 from ember.ops.window import Window
@@ -243,6 +244,13 @@ def emit_vector_types(w: CWriter) -> None:
     C99 -Wall projects of `ember export` would warn of it in the other kernels)."""
     w.line(f"typedef float {VEC} __attribute__((vector_size({4 * LANES}), aligned(4)));")
     w.line(f"typedef int32_t {MASK} __attribute__((vector_size({4 * LANES}), aligned(4), unused));")
+
+
+def emit_in_registers(ctx, names: list[str]) -> None:
+    """Keep the (non-const) vectors `names` in registers where they are next used
+    (kernels/vector_c.py)."""
+    require_in_register(ctx)
+    ctx.w.line(" ".join(f"EMBER_IN_REGISTER({n});" for n in names))
 
 
 def splat(scalar: str) -> str:

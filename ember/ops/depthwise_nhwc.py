@@ -331,4 +331,5 @@ def _store(ctx, g: NhwcGeometry, value: str) -> None:
         return
     ctx.w.line(f"const int64_t n = img / {g.blocks}, cb = img % {g.blocks}, "
                f"op = p - img * {g.out_h * g.out_w};")
-    ctx.store(["n", "cb", "op", "c"], f"p * {g.channels} + c", value)
+    ctx.store(["n", "cb", "op", "c"],
+              f"((n * {g.blocks} + cb) * {g.out_h * g.out_w} + op) * {g.channels} + c", value)

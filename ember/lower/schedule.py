@@ -260,7 +260,7 @@ def a_rows_in_place(t: GemmTiles, lda: int) -> bool:
 
 
 #: a direct convolution (ops/conv_direct.py) takes convs with at most this many input channels
-_DIRECT_MAX_CHANNELS = 4
+DIRECT_MAX_CHANNELS = 4
 
 
 def direct_conv_pays(c_in: int, out_w: int, vector_bytes: int) -> bool:
@@ -268,7 +268,7 @@ def direct_conv_pays(c_in: int, out_w: int, vector_bytes: int) -> bool:
     channels x column vectors over a phase-split copy of the input) rather than as a GEMM,
     whose K = c_in x taps is then too short to repay packing im2col. Rows of a vector at
     least; a target with SIMD."""
-    return vector_bytes > SCALAR_BYTES and c_in <= _DIRECT_MAX_CHANNELS and out_w >= 8
+    return vector_bytes > SCALAR_BYTES and c_in <= DIRECT_MAX_CHANNELS and out_w >= 8
 
 
 #: a 1x1 convolution runs direct (ops/conv_pointwise.py) with at most this many output channels:

@@ -25,6 +25,9 @@ so the input is read from memory once and few of its lines share an L1 set.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from ember.graph import dtypes as dt
@@ -142,8 +145,6 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
     x, out = ctx.ins[0], ctx.outs[0]
     has_bias = len(own_inputs(node)) > 2 and own_inputs(node)[2] is not None
     sums = [[f"a{i}_{j}" for j in range(obk)] for i in range(pb)]
-    at = [[f"(((n * {co // BLOCK} + g * {obk} + {j}) * {p} + p0 + {i}) * {BLOCK})"
-           for j in range(obk)] for i in range(pb)]
     w.line(f"{VEC} " + ", ".join(s for row in sums for s in row) + ";")
     with w.block("if (kb == 0)"):
         for j in range(obk):
@@ -152,34 +153,57 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
             w.line(" ".join(f"{sums[i][j]} = " for i in range(pb)) + f"{init};")
     with w.block("else"):
         for i in range(pb):
-            w.line(" ".join(f"{sums[i][j]} = *(const {VEC} *)({out} + {at[i][j]});"
-                            for j in range(obk)))
+            w.line(" ".join(f"{sums[i][j]} = *(const {VEC} *)({out} + (((n * {co // BLOCK} + "
+                            f"g * {obk} + {j}) * {p} + p0 + {i}) * {BLOCK}));" for j in range(obk)))
     emit_tile_sums(ctx, sums, f"{x} + ((n * {blocks} + kb) * {p} + p0) * {BLOCK}", p * BLOCK,
                    "kn", "wg")
-    plain = [" ".join(f"*({VEC} *)({out} + {at[i][j]}) = {sums[i][j]};" for j in range(obk))
-             for i in range(pb)]
+    store = BlockedStore(co // BLOCK, p, lambda j: f"g * {obk} + {j}", lambda i: f"p0 + {i}")
     if ctx.epilogue is None:
-        for line in plain:
-            w.line(line)
+        store.emit(ctx, sums)
         return
     with w.block(f"if (kb + kn < {blocks})"):
-        for line in plain:
-            w.line(line)
+        store.emit(ctx, sums, plain=True)
     with w.block("else"):
-        w.line(f"float buf[{pb * obk * BLOCK}] __attribute__((aligned(32)));")
-        for i in range(pb):
-            w.line(" ".join(f"*({VEC} *)(buf + {(j * pb + i) * BLOCK}) = {sums[i][j]};"
-                            for j in range(obk)))
-        with w.block(f"for (int64_t j = 0; j < {obk}; ++j)"):
-            w.line(f"const int64_t cb = g * {obk} + j;")
-            with w.block(f"for (int64_t i = 0; i < {pb}; ++i)"):
-                w.line("const int64_t q = p0 + i;")
+        store.emit(ctx, sums)
+
+
+@dataclass(frozen=True)
+class BlockedStore:
+    """Where a tile's sums go in a blocked output [N, blocks, positions, 8] (image `n` in
+    scope): tile column j into block block(j), tile row i to position position(i) (C
+    expressions of j and i)."""
+    blocks: int
+    positions: int
+    block: Callable[[str], str]
+    position: Callable[[str], str]
+
+    def emit(self, ctx, sums: list[list[str]], plain: bool = False) -> None:
+        """Store sums[i][j] as whole vectors, or (an epilogue fused, unless `plain`) through a
+        buffer and ctx.store, element by element in a vectorizable loop."""
+        w, rows, cols = ctx.w, len(sums), len(sums[0])
+        if ctx.epilogue is None or plain:
+            for i in range(rows):
+                w.line(" ".join(f"*({VEC} *)({ctx.outs[0]} + {self._at(str(i), str(j))}) = "
+                                f"{sums[i][j]};" for j in range(cols)))
+            return
+        w.line(f"float buf[{rows * cols * BLOCK}] __attribute__((aligned(32)));")
+        for i in range(rows):
+            w.line(" ".join(f"*({VEC} *)(buf + {(j * rows + i) * BLOCK}) = {sums[i][j]};"
+                            for j in range(cols)))
+        with w.block(f"for (int64_t j = 0; j < {cols}; ++j)"):
+            w.line(f"const int64_t ob = {self.block('j')};")
+            with w.block(f"for (int64_t i = 0; i < {rows}; ++i)"):
+                w.line(f"const int64_t q = {self.position('i')};")
                 if ctx.schedule.simd_pragmas:
                     w.line("#pragma omp simd")
                 with w.block(f"for (int64_t l = 0; l < {BLOCK}; ++l)"):
-                    ctx.store(["n", "cb", "q", "l"],
-                              f"((n * {co // BLOCK} + cb) * {p} + q) * {BLOCK} + l",
-                              f"buf[(j * {pb} + i) * {BLOCK} + l]")
+                    ctx.store(["n", "ob", "q", "l"],
+                              f"((n * {self.blocks} + ob) * {self.positions} + q) * {BLOCK} + l",
+                              f"buf[(j * {rows} + i) * {BLOCK} + l]")
+
+    def _at(self, i: str, j: str) -> str:
+        return (f"((n * {self.blocks} + {self.block(j)}) * {self.positions} + "
+                f"{self.position(i)}) * {BLOCK}")
 
 
 def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks: str,
@@ -195,12 +219,29 @@ def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks
                  f"wc += {BLOCK * obk * BLOCK})"):
         w.line("#pragma GCC unroll 8")
         with w.block(f"for (int64_t c = 0; c < {BLOCK}; ++c)"):
-            w.line(f"{VEC} " + ", ".join(
-                f"w{j} = *(const {VEC} *)(wc + c * {obk * BLOCK} + {j * BLOCK})"
-                for j in range(obk)) + ";")
-            emit_in_registers(ctx, [f"w{j}" for j in range(obk)])
-            for i in range(pb):
-                # a compound literal of the scalar: GCC broadcasts it from memory directly
-                w.line(f"{{ const float s = xb[{i * BLOCK} + c]; const {VEC} v = "
-                       f"({VEC}){{{', '.join(['s'] * BLOCK)}}}; "
-                       + " ".join(f"{sums[i][j]} += v * w{j};" for j in range(obk)) + " }")
+            emit_tile_step(ctx, sums, f"wc + c * {obk * BLOCK}", lambda i: f"xb[{i * BLOCK} + c]")
+
+
+def emit_tile_step(ctx, sums: list[list[str]], weights: str, value: Callable[[int], str]) -> None:
+    """One step of a tile's sums: sums[i][j] += value(i) (a float, broadcast) x weight vector
+    j at `weights` + j*8, the weight vectors held in registers."""
+    w, pb, obk = ctx.w, len(sums), len(sums[0])
+    w.line(f"{VEC} " + ", ".join(f"w{j} = *(const {VEC} *)({weights} + {j * BLOCK})"
+                                 for j in range(obk)) + ";")
+    emit_in_registers(ctx, [f"w{j}" for j in range(obk)])
+    for i in range(pb):
+        # a compound literal of the scalar: GCC broadcasts it from memory directly
+        w.line(f"{{ const float s = {value(i)}; const {VEC} v = "
+               f"({VEC}){{{', '.join(['s'] * BLOCK)}}}; "
+               + " ".join(f"{sums[i][j]} += v * w{j};" for j in range(obk)) + " }")
+
+
+def emit_tile_start(ctx, sums: list[list[str]], bias: str | None, first_block: str) -> None:
+    """Declare a tile's sums, each output vector j starting at its bias (the 8 values at
+    `bias` + (first_block + j) * 8) or 0."""
+    w, obk = ctx.w, len(sums[0])
+    for j in range(obk):
+        init = (f"*(const {VEC} *)({bias} + ({first_block} + {j}) * {BLOCK})" if bias
+                else f"({VEC}){{0}}")
+        w.line(f"const {VEC} b{j} = {init};")
+    w.line(f"{VEC} " + ", ".join(f"{s} = b{j}" for row in sums for j, s in enumerate(row)) + ";")

@@ -24,7 +24,8 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
-from ember.ops.conv_nchwc import BLOCK, emit_tile_sums, tile_shape
+from ember.ops.conv_nchwc import (BLOCK, BlockedStore, emit_tile_start, emit_tile_sums,
+                                  tile_shape)
 from ember.ops.expand_depthwise import (ExpandGeometry, checked_geometry, clamped,
                                         emit_ring_walk)
 from ember.ops.registry import OpDef, fail, register_op
@@ -104,11 +105,7 @@ def _emit_expand_tile(ctx, g: ExpandGeometry, pb: int, obk: int) -> None:
     w = ctx.w
     hw, cib = g.in_h * g.in_w, g.in_channels // BLOCK
     sums = [[f"a{i}_{j}" for j in range(obk)] for i in range(pb)]
-    for j in range(obk):
-        init = (f"*(const {VEC} *)({ctx.ins[2]} + (gr * {obk} + {j}) * {BLOCK})"
-                if g.has_expand_bias else f"({VEC}){{0}}")
-        w.line(f"const {VEC} b{j} = {init};")
-    w.line(f"{VEC} " + ", ".join(f"{s} = b{j}" for row in sums for j, s in enumerate(row)) + ";")
+    emit_tile_start(ctx, sums, ctx.ins[2] if g.has_expand_bias else None, f"gr * {obk}")
     emit_tile_sums(ctx, sums, f"{ctx.ins[0]} + ((n * {cib}) * {hw} + next * {g.in_w} + p0) * "
                    f"{BLOCK}", hw * BLOCK, str(cib), "wg")
     for i in range(pb):
@@ -148,18 +145,6 @@ def _emit_depthwise_block(ctx, g: ExpandGeometry, cols: int, pitch: int) -> None
             for j in range(cols):
                 w.line(" ".join(f"s{j} += w{b} * *(const {VEC} *)(r + "
                                 f"{(j * g.stride + b) * BLOCK});" for b in range(3)))
-    op = g.out_h * g.out_w
-    at = f"((n * {blocks} + cb) * {op} + oh * {g.out_w} + ow0) * {BLOCK}"
-    if ctx.epilogue is None:
-        for j in range(cols):
-            w.line(f"*({VEC} *)({ctx.outs[0]} + {at} + {j * BLOCK}) = s{j};")
-        return
-    w.line(f"float buf[{cols * BLOCK}] __attribute__((aligned(32)));")
-    w.line(" ".join(f"*({VEC} *)(buf + {j * BLOCK}) = s{j};" for j in range(cols)))
-    with w.block(f"for (int64_t j = 0; j < {cols}; ++j)"):
-        w.line(f"const int64_t q = oh * {g.out_w} + ow0 + j;")
-        if ctx.schedule.simd_pragmas:
-            w.line("#pragma omp simd")
-        with w.block(f"for (int64_t l = 0; l < {BLOCK}; ++l)"):
-            ctx.store(["n", "cb", "q", "l"], f"((n * {blocks} + cb) * {op} + q) * {BLOCK} + l",
-                      f"buf[j * {BLOCK} + l]")
+    # `cols` positions of one block: tile row i is position ow0 + i
+    BlockedStore(blocks, g.out_h * g.out_w, lambda j: "cb",
+                 lambda i: f"oh * {g.out_w} + ow0 + {i}").emit(ctx, [[f"s{j}"] for j in range(cols)])

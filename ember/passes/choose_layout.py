@@ -21,6 +21,9 @@ A region is a connected set of nodes, each either
     or depthwise (a group per input channel, one output channel each): channels-last when
     it reads a map of at most `max_positions` positions, else blocked,
   - an ExpandDepthwiseConv on a larger map (blocked only),
+  - a network's first conv (one group, at most 4 input channels) whose output map is larger
+    (blocked only: NchwcDirectConv reads its NCHW input as it is, so the region starts with
+    no layout change; where its region does not go blocked it stays a Conv),
   - a plain elementwise op whose run-time inputs are 4-D tensors of its output's shape (or,
     for one image, [1, C, 1, 1]: a squeeze-excite scale) and whose constants are scalars or
     per-channel ([C, 1, 1] broadcast), in the layout of its first producer in a region, or
@@ -60,7 +63,7 @@ import numpy as np
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value, topological_order
 from ember.errors import EmberError
-from ember.lower.schedule import nchwc_region_pays
+from ember.lower.schedule import DIRECT_MAX_CHANNELS, nchwc_region_pays
 from ember.ops.conv import ConvGeometry
 from ember.ops.conv_nchwc import BLOCK
 from ember.ops.expand_depthwise import ExpandGeometry, expand_geometry
@@ -125,6 +128,9 @@ class ChooseLayout(Pass):
         if isinstance(g, ExpandGeometry):
             blockable = g.in_channels % BLOCK == 0 == g.channels % BLOCK
             return BLOCKED if blockable and g.in_h * g.in_w > self.max_positions else None
+        if _reads_nchw(g):
+            large = math.prod(g.out_sp) > self.max_positions
+            return BLOCKED if large and g.out_channels % BLOCK == 0 else None
         if math.prod(g.in_sp) <= self.max_positions:
             return CHANNELS_LAST
         blockable = g.in_channels > 0 and g.in_channels % BLOCK == 0 == g.out_channels % BLOCK
@@ -232,6 +238,9 @@ class _Blocked(_Layout):
             attrs = dict(conv.attrs, image=[g.batch, g.in_h, g.in_w])
             return [Node("NchwcExpandDepthwiseConv", [x] + conv.inputs[1:], [out], attrs,
                          conv.name, conv.opset)]
+        if _reads_nchw(g):
+            return [Node("NchwcDirectConv", conv.inputs, [out], conv.attrs, conv.name,
+                         conv.opset)]
         weights, bias = conv.inputs[1].const, conv.input(2)
         if g.pointwise:
             w = weights.reshape(g.out_channels, g.in_channels).T
@@ -249,15 +258,25 @@ CHANNELS_LAST, BLOCKED = _ChannelsLast(), _Blocked()
 
 
 def _layer(node: Node) -> Layer | None:
-    """The geometry of a node this pass may move: a pointwise or depthwise float conv, or a
-    fused expansion into a depthwise conv; else None."""
+    """The geometry of a node this pass may move: a pointwise or depthwise float conv, a
+    network's first conv (few input channels: _reads_nchw), or a fused expansion into a
+    depthwise conv; else None."""
     if node.op == "ExpandDepthwiseConv":
         try:
             return expand_geometry(node)
         except EmberError:
             return None
     g = float_conv(node)
-    return g if g is not None and (g.pointwise or g.depthwise) and g.batch * g.out_channels else None
+    if g is None or g.batch * g.out_channels * math.prod(g.out_sp) == 0:
+        return None
+    return g if g.pointwise or g.depthwise or _reads_nchw(g) else None
+
+
+def _reads_nchw(g: Layer) -> bool:
+    """A 2-D conv of one group with few input channels (a network's first): in a blocked
+    region it reads its NCHW input as it is (NchwcDirectConv), no layout change before it."""
+    return (isinstance(g, ConvGeometry) and not (g.pointwise or g.depthwise) and g.groups == 1
+            and len(g.in_sp) == 2 and g.in_channels <= DIRECT_MAX_CHANNELS)
 
 
 def _elementwise_fits(node: Node) -> bool:
@@ -346,11 +365,11 @@ class _Rewrite:
         order, so a value's producer comes before its readers."""
         layout = self.chosen[id(node)]
         made: list[Node] = []
-        inputs = [None if v is None else self.operand(v, node, layout, made)
-                  for v in node.inputs]
+        g = self.convs.get(id(node))
+        inputs = list(node.inputs) if g is not None and _reads_nchw(g) else [
+            None if v is None else self.operand(v, node, layout, made) for v in node.inputs]
         result = node.outputs[0]
         inner = Value(TensorType(result.type.dtype, layout.shape(result.type.shape)))
-        g = self.convs.get(id(node))
         if g is not None:
             made.extend(layout.conv(node, g, inputs[0], inner))
         elif is_elementwise(node):

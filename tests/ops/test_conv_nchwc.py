@@ -110,6 +110,31 @@ def test_depthwise(rng, threads, kernel, attrs):
     _check(model, {"x": x}, threads, ("NchwcConv", "NchwcDepthwiseConv"))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c_in, c_out, kernel, attrs, batch", [
+    (3, 32, (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, 1),   # MobileNetV2's first
+    (3, 24, (3, 3), {"strides": [2, 2], "pads": [0, 1, 1, 0]}, 2),   # 3 x 3 tiles, batch 2
+    (1, 8, (5, 5), {"pads": [2, 2, 2, 2]}, 1),                       # 12 x 1 tiles
+    (4, 16, (3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, 1),
+    (2, 16, (3, 2), {"strides": [2, 1]}, 1),                         # no pads, no bias
+])
+def test_direct_into_blocked_region(rng, threads, c_in, c_out, kernel, attrs, batch):
+    """A first conv (few input channels) whose output a blocked region reads writes the
+    blocked layout itself, reading its NCHW input as it is; Clip fused."""
+    x = rng.standard_normal((batch, c_in, 63, 61)).astype(np.float32)
+    bias = "strides" not in attrs or attrs["strides"] != [2, 1]
+    nodes = [N("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], **attrs),
+             N("Clip", ["c", "lo", "hi"], ["c6"]), N("Conv", ["c6", "wp"], ["y"])]
+    inits = {"w": _weights(rng, c_out, c_in, *kernel), "b": _weights(rng, c_out),
+             "wp": _weights(rng, 16, c_out, 1, 1), "lo": LO, "hi": HI}
+    if not bias:
+        del inits["b"]
+    model = make_model(nodes, {"x": x}, ["y"], inits)
+    _check(model, {"x": x}, threads, ("NchwcDirectConv", "NchwcConv"))
+    # one layout change, out of the region: none into it
+    assert len(re.findall(r"static void k\d+_transpose\(", ember.compile(model).source)) == 1
+
+
 def test_region_into_channels_last(rng):
     """A blocked region's value read by a channels-last one (a stride-2 depthwise conv from
     56x56 to 28x28, then a 1x1 conv) moves in one transpose, not two through NCHW."""
@@ -153,13 +178,19 @@ def _node(op, x_shape, w_shape, b_shape=None, attrs=None):
      r"bias must be f32\[16\]"),
     (_node("NchwcDepthwiseConv", (1, 2, 12), (2, 9, 8), None,
            {"image": [1, 3, 4], "kernel_shape": [3, 3]}), r"x must be \[N, C/8, H\*W, 8\]"),
+    (_node("NchwcDirectConv", (1, 3, 6, 8), (16, 3, 3, 3), None, {"pads": [1, 1, 1, 1]}),
+     None),
+    (_node("NchwcDirectConv", (1, 3, 6, 8), (12, 3, 3, 3)), "a multiple of 8 output channels"),
+    (_node("NchwcDirectConv", (1, 4, 6, 8), (16, 2, 3, 3), None, {"group": 2}),
+     "of one group"),
+    (_node("NchwcDirectConv", (1, 3, 6, 8), (16, 4, 3, 3)), "input channels"),
 ])
 def test_bad_nodes(node, message):
     """Malformed internal nodes (a model file may name these ops) fail with a message naming
     the problem; a well-formed one infers its output."""
     opdef = get_op(node.op)
     if message is None:
-        assert opdef.infer(node)[0].shape == (1, 2, 12, 8)
+        assert opdef.infer(node)[0].shape in ((1, 2, 12, 8), (1, 2, 48, 8))
         return
     with pytest.raises(ShapeError, match=message):
         opdef.infer(node)

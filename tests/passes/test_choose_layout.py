@@ -128,6 +128,18 @@ def check_model_source(model, feeds) -> str:
     return ember.compile(model).source
 
 
+def test_first_conv_stays_nchw_without_a_blocked_region():
+    """A first conv (3 input channels) on a large map whose readers are not a blocked region
+    (ResNet's stem: a Relu, then a 3x3 conv) keeps its Conv."""
+    rng = np.random.default_rng(3)
+    nodes = [N("Conv", ["x", "w1"], ["a"], strides=[2, 2], pads=[3, 3, 3, 3]),
+             N("Relu", ["a"], ["r"]), N("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    inits = {"w1": _weights(rng, 16, 3, 7, 7), "w2": _weights(rng, 16, 16, 3, 3)}
+    before, after = before_after(ChooseLayout(), graph_of(nodes, {"x": (1, 3, 64, 64)}, ["y"],
+                                                          inits))
+    assert after == before
+
+
 def test_layout_option_and_export_keep_nchw(rng):
     """CompileOptions.layout="nchw" (what `ember export` uses) leaves every conv as it is;
     a layout it does not know is a clear error."""

@@ -26,13 +26,17 @@ from ember.bench.runners import PEERS, REFERENCE, RUNNERS
 from ember.bench.worker import INPUT_KEY_PREFIX
 from ember.bench.stats import max_abs_diff, split_runs, summarize
 
-#: timed runs are spread over at most this many interleaved rounds
-ROUNDS = 10
+#: timed runs are spread over at most this many interleaved rounds: the machine's speed can
+#: switch between two states for seconds at a time (per-round medians of ResNet-8 0.29 or
+#: 0.38-0.40 ms within one run), and with 10 rounds one runtime could draw 6 slow rounds and
+#: another 3 (ResNet-8 at 1 thread read 1.07 of onnxruntime's time, 0.86-0.95 in other runs)
+ROUNDS = 30
 #: idle seconds before each batch of timed runs: the previous runtime's thread pool stops
 #: spinning first (onnxruntime's keeps a core busy ~50 ms after its last run), so no runtime
 #: starts a batch on a busy machine (Ember's 2-thread ResNet-8 ran 0.55 ms right after an
-#: onnxruntime batch, 0.34 ms alone)
+#: onnxruntime batch, 0.34 ms alone); single-threaded runtimes have no pool to wait for
 SETTLE_S = 0.2
+SETTLE_ONE_THREAD_S = 0.02
 #: variables that size the thread pools of OpenMP, MKL, OpenBLAS and friends
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -227,7 +231,7 @@ class _Session:
         order = live[offset % len(live):] + live[:offset % len(live)] if live else []
         batches = {}
         for runtime in order:
-            time.sleep(SETTLE_S)
+            time.sleep(SETTLE_S if self.settings.threads > 1 else SETTLE_ONE_THREAD_S)
             reply = self.call(runtime, lambda: self.workers[runtime].request(op="time", runs=runs))
             if reply is not None:
                 batches[runtime] = reply["times"]

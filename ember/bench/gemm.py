@@ -99,8 +99,8 @@ def measure_peak() -> dict[str, Any]:
     return {"clock_ghz": ghz, "measured_fma_gflops": fma, "flops_per_cycle": per_cycle,
             "peak_gflops": ghz * per_cycle,
             "how": f"clock (dependent-add chain; {ghz:.2f} GHz at the start, measured again "
-                   f"in each round of each row) x {per_cycle} fp32 flop/cycle (independent 8-lane FMAs "
-                   f"measured at {fma:.1f} GFLOP/s = {fma / ghz:.1f}/cycle, rounded to a power "
+                   f"in each round of each row) x {per_cycle} fp32 flop/cycle (independent 8-lane "
+                   f"FMAs measured at {fma:.1f} GFLOP/s = {fma / ghz:.1f}/cycle, rounded to a power "
                    f"of two): {ghz * per_cycle:.1f} GFLOP/s per core at the start"}
 
 

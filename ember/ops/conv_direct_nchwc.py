@@ -26,8 +26,8 @@ from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
 from ember.lower.parallel import part_loop, team
 from ember.ops.conv import ConvGeometry, conv_geometry
-from ember.ops.conv_nchwc import (BLOCK, BlockedStore, emit_tile_start, emit_tile_step,
-                                  tile_shape)
+from ember.ops.conv_nchwc import (BLOCK, BlockedStore, emit_in_tiles, emit_tile_start,
+                                  emit_tile_step, tile_shape)
 from ember.ops.matmul import own_inputs
 from ember.ops.registry import OpDef, fail, register_op
 from ember.ops.window_plane import emit_vector_types
@@ -94,12 +94,7 @@ class NchwcDirectConv(OpDef):
             w.line(f"const float *restrict xrow = padded + n * {plane} + oh * {sh * pw};")
             with w.block(f"for (int64_t gr = 0; gr < {blocks // obk}; ++gr)"):
                 w.line(f"const float *restrict wg = {wk} + gr * {taps * obk * BLOCK};")
-                w.line("int64_t ow0 = 0;")
-                with w.block(f"for (; ow0 + {pb} <= {ow}; ow0 += {pb})"):
-                    _emit_tile(ctx, g, pb, obk, taps, sw)
-                if ow % pb:
-                    with w.block(""):
-                        _emit_tile(ctx, g, ow % pb, obk, taps, sw)
+                emit_in_tiles(w, "ow0", ow, pb, lambda k: _emit_tile(ctx, g, k, obk, taps, sw))
 
 
 def _emit_tile(ctx, g: ConvGeometry, pb: int, obk: int, taps: int, sw: int) -> None:

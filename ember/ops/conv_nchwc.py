@@ -20,8 +20,8 @@ alternately in one process).
 
 Positions go in strips whose input (CI x S floats) fits in half of L2 (as many strips as
 threads at least); within a strip every output block group walks the strip's tiles, input
-blocks 4 at a time (the tile's sums go out to the strip's output and back between passes),
-so the input is read from memory once and few of its lines share an L1 set.
+blocks _PASS_BLOCKS at a time (the tile's sums go out to the strip's output and back between
+passes), so the input is read from memory once and few of its lines share an L1 set.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ _TILE_POSITIONS = {3: 3, 2: 6, 1: 12}
 _STRIP_FLOATS = 64 * 1024
 #: input blocks summed per pass over a strip: a tile reads the same positions of every block,
 #: lines H*W*32 bytes apart, which a 56x56 or 112x112 map puts in one or two sets of an 8-way
-#: L1; more blocks than ways would evict one another (144 -> 24 at 56x56: 472 -> ... us)
+#: L1, so more blocks than ways could evict one another (144 -> 24 at 56x56 measured alike
+#: with 2, 4, 8 and all 18 blocks per pass: the L2 hides it; 8 keeps within the ways)
 _PASS_BLOCKS = 8
 
 
@@ -145,6 +146,7 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
     x, out = ctx.ins[0], ctx.outs[0]
     has_bias = len(own_inputs(node)) > 2 and own_inputs(node)[2] is not None
     sums = [[f"a{i}_{j}" for j in range(obk)] for i in range(pb)]
+    store = BlockedStore(co // BLOCK, p, lambda j: f"g * {obk} + {j}", lambda i: f"p0 + {i}")
     w.line(f"{VEC} " + ", ".join(s for row in sums for s in row) + ";")
     with w.block("if (kb == 0)"):
         for j in range(obk):
@@ -153,11 +155,10 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
             w.line(" ".join(f"{sums[i][j]} = " for i in range(pb)) + f"{init};")
     with w.block("else"):
         for i in range(pb):
-            w.line(" ".join(f"{sums[i][j]} = *(const {VEC} *)({out} + (((n * {co // BLOCK} + "
-                            f"g * {obk} + {j}) * {p} + p0 + {i}) * {BLOCK}));" for j in range(obk)))
+            w.line(" ".join(f"{sums[i][j]} = *(const {VEC} *)({out} + {store.at(i, j)});"
+                            for j in range(obk)))
     emit_tile_sums(ctx, sums, f"{x} + ((n * {blocks} + kb) * {p} + p0) * {BLOCK}", p * BLOCK,
                    "kn", "wg")
-    store = BlockedStore(co // BLOCK, p, lambda j: f"g * {obk} + {j}", lambda i: f"p0 + {i}")
     if ctx.epilogue is None:
         store.emit(ctx, sums)
         return
@@ -183,7 +184,7 @@ class BlockedStore:
         w, rows, cols = ctx.w, len(sums), len(sums[0])
         if ctx.epilogue is None or plain:
             for i in range(rows):
-                w.line(" ".join(f"*({VEC} *)({ctx.outs[0]} + {self._at(str(i), str(j))}) = "
+                w.line(" ".join(f"*({VEC} *)({ctx.outs[0]} + {self.at(i, j)}) = "
                                 f"{sums[i][j]};" for j in range(cols)))
             return
         w.line(f"float buf[{rows * cols * BLOCK}] __attribute__((aligned(32)));")
@@ -201,9 +202,22 @@ class BlockedStore:
                               f"((n * {self.blocks} + ob) * {self.positions} + q) * {BLOCK} + l",
                               f"buf[(j * {rows} + i) * {BLOCK} + l]")
 
-    def _at(self, i: str, j: str) -> str:
-        return (f"((n * {self.blocks} + {self.block(j)}) * {self.positions} + "
-                f"{self.position(i)}) * {BLOCK}")
+    def at(self, i: int, j: int) -> str:
+        """The offset of tile row i's vector of tile column j."""
+        return (f"((n * {self.blocks} + {self.block(str(j))}) * {self.positions} + "
+                f"{self.position(str(i))}) * {BLOCK}")
+
+
+def emit_in_tiles(w, var: str, count: int, size: int, body: Callable[[int], None]) -> None:
+    """`var` from 0 over `count` positions in tiles of `size` (a loop), then the one shorter
+    tile left (its own code): body(n) writes a tile of n positions from `var`."""
+    w.line(f"int64_t {var} = 0;")
+    if count >= size:
+        with w.block(f"for (; {var} + {size} <= {count}; {var} += {size})"):
+            body(size)
+    if count % size:
+        with w.block(""):
+            body(count % size)
 
 
 def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks: str,
@@ -211,8 +225,7 @@ def emit_tile_sums(ctx, sums: list[list[str]], x: str, block_stride: int, blocks
     """sums[i][j] (PB positions x OBK output vectors) += the products over `blocks` input
     blocks: input position i's 8 channels at `x` + i*8 (the next block `block_stride` floats
     on), weights of input channel c at `weights` + c*OBK*8 (OBK vectors)."""
-    w = ctx.w
-    pb, obk = len(sums), len(sums[0])
+    w, obk = ctx.w, len(sums[0])
     w.line(f"const float *restrict xb = {x};")
     w.line(f"const float *restrict wc = {weights};")
     with w.block(f"for (int64_t ib = 0; ib < {blocks}; ++ib, xb += {block_stride}, "

@@ -176,9 +176,9 @@ def _enter_tile_rows(ctx, loops: contextlib.ExitStack, lead: list[Dim], rows: in
 def _emit_vector_blocks(w: CWriter, dst: str, src: str, dtype: DType, dst_row: str,
                         src_col: str, dst_stride: int, src_stride: int,
                         tile: tuple[int, int]) -> None:
-    """The tile at (a0, b0), tile[0] x tile[1], in _BLOCK x _BLOCK blocks: source rows b (contiguous along a)
-    loaded as vectors, transposed in registers (the AVX unpack / shuffle / lane-swap
-    sequence, as generic vector shuffles), stored as destination rows a. `dst_row` and
+    """The tile at (a0, b0), tile[0] x tile[1], in _BLOCK x _BLOCK blocks: source rows b
+    (contiguous along a) loaded as vectors, transposed in registers (the AVX unpack / shuffle /
+    lane-swap sequence, as generic vector shuffles), stored as destination rows a. `dst_row` and
     `src_col`: the offsets of element (a, 0) in the destination and the source."""
     n = _BLOCK
     w.line(f"typedef {dtype.c} ember_vt __attribute__((vector_size({4 * n}), aligned(4)));")

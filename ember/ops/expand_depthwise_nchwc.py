@@ -24,8 +24,8 @@ import numpy as np
 
 from ember.graph import dtypes as dt
 from ember.graph.ir import Node, TensorType
-from ember.ops.conv_nchwc import (BLOCK, BlockedStore, emit_tile_start, emit_tile_sums,
-                                  tile_shape)
+from ember.ops.conv_nchwc import (BLOCK, BlockedStore, emit_in_tiles, emit_tile_start,
+                                  emit_tile_sums, tile_shape)
 from ember.ops.expand_depthwise import (ExpandGeometry, checked_geometry, clamped,
                                         emit_ring_walk)
 from ember.ops.registry import OpDef, fail, register_op
@@ -92,12 +92,7 @@ def _emit_expand_row(ctx, g: ExpandGeometry, expand: str, pb: int, obk: int) -> 
     blocks = g.channels // BLOCK
     with w.block(f"for (int64_t gr = 0; gr < {blocks // obk}; ++gr)"):
         w.line(f"const float *restrict wg = {expand} + gr * {g.in_channels * obk * BLOCK};")
-        w.line("int64_t p0 = 0;")
-        with w.block(f"for (; p0 + {pb} <= {g.in_w}; p0 += {pb})"):
-            _emit_expand_tile(ctx, g, pb, obk)
-        if g.in_w % pb:
-            with w.block(""):
-                _emit_expand_tile(ctx, g, g.in_w % pb, obk)
+        emit_in_tiles(w, "p0", g.in_w, pb, lambda k: _emit_expand_tile(ctx, g, k, obk))
 
 
 def _emit_expand_tile(ctx, g: ExpandGeometry, pb: int, obk: int) -> None:
@@ -118,19 +113,15 @@ def _emit_depthwise_row(ctx, g: ExpandGeometry, depthwise: str) -> None:
     """Output row (n, oh) of every block from ring rows e0..e2: blocks of _COLUMNS positions,
     each tap one vector (padded position ow * stride + kx), then out through ctx.store."""
     w = ctx.w
-    blocks, ow_n, pitch = g.channels // BLOCK, g.out_w, (g.in_w + 2) * BLOCK
+    blocks, pitch = g.channels // BLOCK, (g.in_w + 2) * BLOCK
     with w.block(f"for (int64_t cb = 0; cb < {blocks}; ++cb)"):
         w.line(f"const float *restrict wb = {depthwise} + cb * {9 * BLOCK};")
-        w.line("int64_t ow0 = 0;")
-        if ow_n >= _COLUMNS:
-            with w.block(f"for (; ow0 + {_COLUMNS} <= {ow_n}; ow0 += {_COLUMNS})"):
-                _emit_depthwise_block(ctx, g, _COLUMNS, pitch)
-        if ow_n % _COLUMNS:
-            with w.block(""):
-                _emit_depthwise_block(ctx, g, ow_n % _COLUMNS, pitch)
+        emit_in_tiles(w, "ow0", g.out_w, _COLUMNS,
+                      lambda k: _emit_depthwise_block(ctx, g, k, pitch))
 
 
 def _emit_depthwise_block(ctx, g: ExpandGeometry, cols: int, pitch: int) -> None:
+    """`cols` output positions from ow0 of block cb: 9 taps, a row of 3 weights at a time."""
     w = ctx.w
     blocks = g.channels // BLOCK
     init = (f"*(const {VEC} *)({ctx.ins[4]} + cb * {BLOCK})" if g.has_depthwise_bias
@@ -146,5 +137,6 @@ def _emit_depthwise_block(ctx, g: ExpandGeometry, cols: int, pitch: int) -> None
                 w.line(" ".join(f"s{j} += w{b} * *(const {VEC} *)(r + "
                                 f"{(j * g.stride + b) * BLOCK});" for b in range(3)))
     # `cols` positions of one block: tile row i is position ow0 + i
-    BlockedStore(blocks, g.out_h * g.out_w, lambda j: "cb",
-                 lambda i: f"oh * {g.out_w} + ow0 + {i}").emit(ctx, [[f"s{j}"] for j in range(cols)])
+    store = BlockedStore(blocks, g.out_h * g.out_w, lambda j: "cb",
+                         lambda i: f"oh * {g.out_w} + ow0 + {i}")
+    store.emit(ctx, [[f"s{j}"] for j in range(cols)])

@@ -60,9 +60,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ember.errors import EmberError
 from ember.graph import dtypes as dt
 from ember.graph.ir import Graph, Node, TensorType, Value, const_value, topological_order
-from ember.errors import EmberError
 from ember.lower.schedule import DIRECT_MAX_CHANNELS, nchwc_region_pays
 from ember.ops.conv import ConvGeometry
 from ember.ops.conv_nchwc import BLOCK
@@ -167,9 +167,18 @@ class _Layout:
         return _steps(inner, self.exit(shape) if _moves_data(shape) else [(None, shape)], like,
                       last=v)
 
-    def channel_const(self, v: Value, channels: int) -> Value | None:
-        """Constant `v` broadcast per channel, or a scalar, as this layout broadcasts it."""
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        """The shape of one value per channel, as it broadcasts over this layout's values."""
         raise NotImplementedError
+
+    def channel_const(self, v: Value, channels: int) -> Value | None:
+        """Constant `v` broadcast per channel (then shaped channel_shape), or a scalar (it
+        stays); None for any other shape."""
+        per_channel = _per_channel(v, channels)
+        if per_channel is None or per_channel.type.rank == 0:
+            return per_channel
+        return const_value(per_channel.const.reshape(self.channel_shape(channels)),
+                           v.type.dtype, v.name)
 
     def conv(self, conv: Node, g: Layer, x: Value, out: Value) -> list[Node]:
         raise NotImplementedError
@@ -194,12 +203,8 @@ class _ChannelsLast(_Layout):
         n, c, h, w = shape
         return [(None, (n, h, w, c)), (TO_CHANNELS_FIRST, shape)]
 
-    def channel_const(self, v: Value, channels: int) -> Value | None:
-        """A scalar stays, one value per channel becomes [C]."""
-        per_channel = _per_channel(v, channels)
-        if per_channel is None or per_channel.type.rank == 0:
-            return per_channel
-        return const_value(per_channel.const.reshape(channels), v.type.dtype, v.name)
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        return (channels,)
 
     def conv(self, conv: Node, g: ConvGeometry, x: Value, out: Value) -> list[Node]:
         return _matmul(conv, g, x, out) if g.pointwise else [_depthwise_node(conv, g, x, out)]
@@ -225,13 +230,8 @@ class _Blocked(_Layout):
         n, c, h, w = shape
         return [(SWAP_LAST_TWO, (n, c // BLOCK, BLOCK, h * w)), (None, shape)]
 
-    def channel_const(self, v: Value, channels: int) -> Value | None:
-        """A scalar stays, one value per channel becomes [C/8, 1, 8]."""
-        per_channel = _per_channel(v, channels)
-        if per_channel is None or per_channel.type.rank == 0:
-            return per_channel
-        return const_value(per_channel.const.reshape(channels // BLOCK, 1, BLOCK),
-                           v.type.dtype, v.name)
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        return channels // BLOCK, 1, BLOCK
 
     def conv(self, conv: Node, g: Layer, x: Value, out: Value) -> list[Node]:
         if isinstance(g, ExpandGeometry):
@@ -356,8 +356,8 @@ class _Rewrite:
                  users: dict[int, list[Node]], outputs: set[int]) -> None:
         self.chosen, self.convs = chosen, convs
         self.users, self.outputs = users, outputs
-        #: (value id, layout name) -> the value in that layout, made once
-        self.inner: dict[tuple[int, str], Value] = {}
+        #: value id -> {layout name: the value in that layout}, each made once
+        self.inner: dict[int, dict[str, Value]] = {}
 
     def node(self, node: Node) -> list[Node]:
         """The nodes standing where `node` stood: entries of its inputs, its form in its
@@ -378,7 +378,7 @@ class _Rewrite:
         else:
             made.append(Node("ReduceMean", inputs[:1], [inner], {"axes": [0], "keepdims": 1},
                              node.name, 13))
-        self.inner[(result.id, layout.name)] = inner
+        self.inner.setdefault(result.id, {})[layout.name] = inner
         if self.read_outside(result, layout):
             made.extend(layout.leave(inner, result, node))
         return made
@@ -389,12 +389,12 @@ class _Rewrite:
         if v.is_const:      # (an elementwise node's constants all convert: _elementwise_fits)
             return (layout.channel_const(v, node.outputs[0].type.shape[1])
                     if is_elementwise(node) else v)
-        key = (v.id, layout.name)
-        if key not in self.inner:
-            other = next((k for k in self.inner if k[0] == v.id), None)
-            self.inner[key] = (_between(self.inner[other], v, layout, node, made)
-                               if other is not None else layout.enter(v, node, made))
-        return self.inner[key]
+        forms = self.inner.setdefault(v.id, {})
+        if layout.name not in forms:
+            other = next(iter(forms.values()), None)
+            forms[layout.name] = (_between(other, v, layout, node, made)
+                                  if other is not None else layout.enter(v, node, made))
+        return forms[layout.name]
 
     def read_outside(self, v: Value, layout: _Layout) -> bool:
         return v.id in self.outputs or any(

@@ -12,8 +12,8 @@ MobileNetV2's 16 -> 96 expansion at 112x112).
 
 It runs before choose-layout, which moves the fused node into a blocked NCHWc region with
 its neighbours (NchwcExpandDepthwiseConv, ops/expand_depthwise_nchwc.py), and before
-fuse-epilogues, which then fuses the depthwise conv's activation as it would the Conv's. Host code only, as choose-layout:
-`ember export` keeps the plain convs.
+fuse-epilogues, which then fuses the depthwise conv's activation as it would the Conv's. Host
+code only, as choose-layout: `ember export` keeps the plain convs.
 """
 from __future__ import annotations
 

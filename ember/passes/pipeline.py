@@ -18,8 +18,9 @@ Order, and why:
   3a. fuse-expand-depthwise           a 1x1 conv expanding into a large map, with its Relu/Clip,
                                       into the 3x3 depthwise conv reading it: after fold-batchnorm
                                       and before choose-layout (which moves the fused node into a
-                                      blocked region) and fuse-epilogues (the depthwise's own activation fuses as a
-                                      Conv's). Host only, as choose-layout.
+                                      blocked region) and fuse-epilogues (the depthwise's own
+                                      activation fuses as a Conv's). Host only, as
+                                      choose-layout.
   3b. choose-layout                   small-map conv regions channels-last (1x1 convs become
                                       MatMuls), large-map ones blocked NCHWc where it pays, after
                                       fold-batchnorm (the weights are final) and before

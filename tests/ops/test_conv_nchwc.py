@@ -50,7 +50,7 @@ def _check(model, feeds, threads, blocked_ops=("NchwcConv",)):
     (24, 24, (1, 30, 30)),      # 3 blocks: 3-position tiles
     (8, 8, (1, 29, 29)),        # 1 block: 12-position tiles
     (16, 48, (2, 30, 29)),      # 2 groups of 3 blocks, a batch of 2
-    (144, 32, (1, 29, 30)),     # 18 input blocks: passes of 4, then 2
+    (144, 32, (1, 29, 30)),     # 18 input blocks: passes of 8, 8, then 2
     (8, 40, (1, 1, 800)),       # 1-D map; 5 output blocks, groups of 1
 ])
 def test_pointwise(rng, threads, c_in, c_out, shape):

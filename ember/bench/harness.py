@@ -37,6 +37,12 @@ ROUNDS = 30
 #: onnxruntime batch, 0.34 ms alone); single-threaded runtimes have no pool to wait for
 SETTLE_S = 0.2
 SETTLE_ONE_THREAD_S = 0.02
+#: untimed running before each batch of timed runs: after an idle pause this VM runs a model
+#: slowly for tens of milliseconds (the MLP at 2 threads: 85 us per call at first, 45 after
+#: 20 ms, 28 after 50 ms of calls; onnxruntime's alike), so without it a runtime's batch is
+#: timed largely during the ramp, and the quicker runtime, whose batch of the same run count
+#: ends sooner, more so
+BATCH_WARM_S = 0.1
 #: variables that size the thread pools of OpenMP, MKL, OpenBLAS and friends
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -225,14 +231,16 @@ class _Session:
             self.progress(f"{self.tag} {runtime}: failed, {str(e).splitlines()[0]}")
             return None
 
-    def time_all(self, runs: int, offset: int) -> dict[str, list[float]]:
-        """A batch of `runs` timed runs from each live worker, the first one `offset` along."""
+    def time_all(self, runs: int, offset: int, warm_s: float = 0.0) -> dict[str, list[float]]:
+        """A batch of `runs` timed runs from each live worker, the first one `offset` along,
+        each after `warm_s` seconds of untimed runs."""
         live = list(self.workers)
         order = live[offset % len(live):] + live[:offset % len(live)] if live else []
         batches = {}
         for runtime in order:
             time.sleep(SETTLE_S if self.settings.threads > 1 else SETTLE_ONE_THREAD_S)
-            reply = self.call(runtime, lambda: self.workers[runtime].request(op="time", runs=runs))
+            reply = self.call(runtime, lambda: self.workers[runtime].request(op="time", runs=runs,
+                                                                      warm_s=warm_s))
             if reply is not None:
                 batches[runtime] = reply["times"]
         return batches
@@ -269,7 +277,7 @@ def benchmark(model: BenchModel, settings: Settings, workdir: Path,
             warm = session.time_all(settings.warmup, 0)
         batches = split_runs(planned_runs(settings, warm), ROUNDS)
         for r, runs in enumerate(batches):
-            timed = session.time_all(runs, r)
+            timed = session.time_all(runs, r, BATCH_WARM_S)
             for runtime, times in timed.items():
                 session.results[runtime].times_s += times
             progress(f"{session.tag} round {r + 1}/{len(batches)}: " + ", ".join(

@@ -4,7 +4,9 @@
 
 On start it loads the model and answers {"ok": true, "load_s": ..., "version": ...}. Then, per
 request line:
-    {"op": "time", "runs": k}        -> {"ok": true, "times": [seconds per run, ...]}
+    {"op": "time", "runs": k, "warm_s": w}
+                                     -> untimed runs for w seconds (optional), then
+                                        {"ok": true, "times": [seconds per run, ...]}
     {"op": "outputs", "path": P}     -> runs once, saves the outputs to P (.npz, graph order)
     {"op": "rss"}                    -> {"ok": true, "peak_rss_mib": ...}
 A failure answers {"ok": false, "error": ..., "user_error": bool, "problems": [...]}; the
@@ -63,11 +65,14 @@ def failure(e: BaseException) -> dict[str, Any]:
             "user_error": user, "problems": list(e.problems) if user else []}
 
 
-def time_runs(runner: Runner, runs: int) -> list[float]:
+def time_runs(runner: Runner, runs: int, warm_s: float = 0.0) -> list[float]:
     # The collector stays out of the timed calls, for every runtime alike.
     gc.collect()
     gc.disable()
     try:
+        end = time.perf_counter() + warm_s
+        while time.perf_counter() < end:
+            runner.run()
         times = []
         for _ in range(runs):
             start = time.perf_counter_ns()
@@ -81,7 +86,8 @@ def time_runs(runner: Runner, runs: int) -> list[float]:
 def handle(runner: Runner, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "time":
-        return {"ok": True, "times": time_runs(runner, int(request["runs"]))}
+        return {"ok": True, "times": time_runs(runner, int(request["runs"]),
+                                               float(request.get("warm_s", 0.0)))}
     if op == "outputs":
         outputs = runner.run()
         np.savez(request["path"], *[np.asarray(a) for a in outputs])

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from ember import cli
-from ember.bench import harness, zoo
+from ember.bench import harness, worker, zoo
 from ember.bench.models import BenchError, BenchModel
 from ember.bench.report import Section, busy_note, format_table, write_json
 from ember.bench.runners import OnnxRuntimeRunner, OpenVinoRunner
@@ -221,3 +222,17 @@ def test_small_models_get_runs_enough():
     assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0), {"ember": [0.1]}) == 50
     assert harness.planned_runs(harness.Settings(runs=50), quick) == 50
     assert harness.planned_runs(harness.Settings(runs=50, min_seconds=1.0), {}) == 50
+
+
+def test_each_batch_is_warmed_by_time_before_it_is_timed():
+    class Counting:
+        calls = 0
+
+        def run(self):
+            Counting.calls += 1
+            time.sleep(0.001)
+            return []
+    start = time.perf_counter()
+    times = worker.time_runs(Counting(), 3, warm_s=0.02)
+    assert len(times) == 3 and Counting.calls > 3
+    assert time.perf_counter() - start - sum(times) >= 0.02     # the untimed runs

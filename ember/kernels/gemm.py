@@ -140,6 +140,11 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     return padded.reshape(k, -1, nr).transpose(1, 0, 2).reshape(-1).copy()
 
 
+def _whole_lines(floats: int) -> int:
+    """`floats` rounded up to whole 64-byte cache lines."""
+    return -(-floats // 16) * 16
+
+
 def part_extent(size: int, parts: int, tile: int) -> int:
     """Rows (or columns) of each part of a GEMM's output split `parts` ways: whole micro-tiles
     of `tile`, the last part taking what is left."""
@@ -164,9 +169,11 @@ def emit_blocked_gemm(ctx, g: BlockedGemm, t: GemmTiles, final: Final | None,
     b_packed = not isinstance(g.b, (PackedConst, RowOffsets))
     if b_packed:
         t = replace(t, nc=b_block_columns(t, m_part, a_packed))
-    a_floats = min(t.mc, m_part) * kc_max if a_packed else 0
+    # Each packed block starts on a cache line: a B row of NR floats misaligned by 48 bytes
+    # straddled two lines, one of its two vector loads split in every step of the microkernel
+    a_floats = _whole_lines(min(t.mc, m_part) * kc_max) if a_packed else 0
     b_floats = kc_max * min(t.nc, n_part) if b_packed else 0
-    per_thread = -(-(a_floats + b_floats) // 16) * 16                # 64-byte aligned slices
+    per_thread = _whole_lines(a_floats + b_floats)                   # 64-byte aligned slices
     if per_thread:              # a slice per part (lower/parallel.py's parts: every thread)
         ctx.request_scratch((ctx.schedule.threads if threads > 1 else 1) * per_thread * 4)
     with (part_loop(ctx, "item", items) if threads > 1 else

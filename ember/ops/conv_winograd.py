@@ -146,7 +146,8 @@ class _Plan:
         return p, pc, e, e + 36 * self.tiles_padded
 
     def output_work(self) -> int:
-        return 40 * self.tiles + TILE * self.tw
+        """tm, Y, and the TILE output rows of one tile row (output_rows)."""
+        return 40 * self.tiles + TILE * TILE * self.tw
 
 
 def _round8(n: int) -> int:
@@ -352,10 +353,18 @@ def _emit_output_transform(ctx, plan: _Plan, buf: str) -> None:
                         lambda a: f"Y[({a * 4} + b)*{tiles} + t]")
         end = f"{TILE}*(ty0 + {plan.th})"           # the band's last row, or the image's
         w.line(f"const int64_t oy1 = {end} < {oh} ? {end} : {oh};")
-        with w.block(f"for (int64_t oy = {TILE}*ty0; oy < oy1; ++oy)"):
-            w.line(f"const float *restrict ya = Y + oy % 4 * {4 * tiles} + (oy / 4 - ty0) * {tw};")
-            w.line(f"for (int64_t tx = 0; tx < {tw}; ++tx) for (int64_t b = 0; b < 4; ++b) "
-                   f"row[tx*4 + b] = ya[b*{tiles} + tx];")
-            with w.block(f"for (int64_t ox = 0; ox < {ow}; ++ox)"):
-                ctx.store(["n", "co", "oy", "ox"], f"((n*{cout} + co)*{oh} + oy)*{ow} + ox",
-                          f"(row[ox]{bias})")
+        # A tile row's output rows are gathered from Y's column phases one float at a time,
+        # all of them before any is stored: the stores' vector loads of a row right after its
+        # gather spanned several pending scalar stores, which cannot forward to them (a stall
+        # per load; ResNet-8's 16-channel 32x32 conv 0.95-0.97 of its time, 0.92 at 2 threads)
+        with w.block(f"for (int64_t oy0 = {TILE}*ty0; oy0 < oy1; oy0 += {TILE})"):
+            w.line(f"const int64_t rows = oy1 - oy0 < {TILE} ? oy1 - oy0 : {TILE};")
+            with w.block("for (int64_t a = 0; a < rows; ++a)"):
+                w.line(f"const float *restrict ya = Y + a * {4 * tiles} + (oy0 / 4 - ty0) * {tw};")
+                w.line(f"for (int64_t tx = 0; tx < {tw}; ++tx) for (int64_t b = 0; b < 4; ++b) "
+                       f"row[a*{TILE * tw} + tx*4 + b] = ya[b*{tiles} + tx];")
+            with w.block("for (int64_t a = 0; a < rows; ++a)"):
+                w.line("const int64_t oy = oy0 + a;")
+                with w.block(f"for (int64_t ox = 0; ox < {ow}; ++ox)"):
+                    ctx.store(["n", "co", "oy", "ox"], f"((n*{cout} + co)*{oh} + oy)*{ow} + ox",
+                              f"(row[a*{TILE * tw} + ox]{bias})")

@@ -88,9 +88,8 @@ def gemm_tiles(schedule: Schedule, m: int, n: int, k: int, batch: int = 1) -> Ge
         return _scalar_tiles(m, k)
     lanes = max(_MIN_VECTOR_BYTES, schedule.vector_bytes) // 4
     mr, nr = 6, 2 * lanes
-    slices = -(-k // (_L1_BYTES * 3 // 4 // (nr * 4)))      # kc x nr of B in 3/4 of L1
-    if m == 1:
-        slices = 1
+    # kc x nr of B in 3/4 of L1; one row of A takes K whole
+    slices = 1 if m == 1 else -(-k // (_L1_BYTES * 3 // 4 // (nr * 4)))
     kc = max(1, -(-k // slices))                              # equal slices
     mc = max(mr, min(_round_up(m, mr), _L2_BYTES // 2 // (kc * 4) // mr * mr))
     nc = max(nr, min(_round_up(n, nr), _L3_SHARE_BYTES // (kc * 4) // nr * nr))

@@ -146,7 +146,8 @@ class _Plan:
         return p, pc, e, e + 36 * self.tiles_padded
 
     def output_work(self) -> int:
-        """tm, Y, and the TILE output rows of one tile row (output_rows)."""
+        """tm, Y, and `row`: the TILE output rows of one tile row, gathered before any is
+        stored (_emit_output_transform)."""
         return 40 * self.tiles + TILE * TILE * self.tw
 
 

@@ -141,10 +141,12 @@ def _ember_matmul(m: int, n: int, k: int, constant: str | None):
     return run_ember, (lambda: np.matmul(a, b, out=y)), err
 
 
-#: each shape is timed in this many rounds, Ember and numpy alternately (a short median each),
-#: and each reports the median of its rounds: the machine's speed switches for seconds at a
-#: time (one 0.3 s median of the 1024 GEMM read 78% of peak, its rounds' median 86%)
-ROUNDS = 5
+#: each shape is timed in this many rounds, Ember and numpy alternately (a short median of at
+#: least 5 calls each, so at least 50 calls per row, as the model table), and each reports the
+#: median of its rounds: the machine's speed switches for seconds at a time (one 0.3 s median
+#: of the 1024 GEMM read 78% of peak, its rounds' median 86%; with 5 rounds the 1024 row read
+#: 84% and 86% in two runs of one code, its steady rate 89-94%)
+ROUNDS = 10
 
 
 def measure_shapes(flops_per_cycle: int) -> list[dict[str, Any]]:

@@ -150,8 +150,7 @@ def _emit_tile(ctx, node: Node, pb: int, obk: int) -> None:
     w.line(f"{VEC} " + ", ".join(s for row in sums for s in row) + ";")
     with w.block("if (kb == 0)"):
         for j in range(obk):
-            init = (f"*(const {VEC} *)({ctx.ins[2]} + (g * {obk} + {j}) * {BLOCK})" if has_bias
-                    else f"({VEC}){{0}}")
+            init = _start_vector(ctx.ins[2] if has_bias else None, f"g * {obk}", j)
             w.line(" ".join(f"{sums[i][j]} = " for i in range(pb)) + f"{init};")
     with w.block("else"):
         for i in range(pb):
@@ -254,7 +253,12 @@ def emit_tile_start(ctx, sums: list[list[str]], bias: str | None, first_block: s
     `bias` + (first_block + j) * 8) or 0."""
     w, obk = ctx.w, len(sums[0])
     for j in range(obk):
-        init = (f"*(const {VEC} *)({bias} + ({first_block} + {j}) * {BLOCK})" if bias
-                else f"({VEC}){{0}}")
-        w.line(f"const {VEC} b{j} = {init};")
+        w.line(f"const {VEC} b{j} = {_start_vector(bias, first_block, j)};")
     w.line(f"{VEC} " + ", ".join(f"{s} = b{j}" for row in sums for j, s in enumerate(row)) + ";")
+
+
+def _start_vector(bias: str | None, first_block: str, j: int) -> str:
+    """Output vector j's starting value: its 8 biases at `bias` + (first_block + j) * 8, or 0."""
+    if bias is None:
+        return f"({VEC}){{0}}"
+    return f"*(const {VEC} *)({bias} + ({first_block} + {j}) * {BLOCK})"
